@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmark scripts: machine info, medians, the matmul peak, results.
+
+Every benchmark script writes ``benchmarks/results/<name>.json`` through :func:`write_result`;
+``benchmarks/report.py`` merges them into ``benchmarks/report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    """The facts a reader needs to compare a report with their own machine."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def measure_matmul_peak(n: int = 1024, repeats: int = 7, dtype=torch.float32) -> float:
+    """This machine's achievable fp32 matmul rate in FLOP/s (median of ``repeats``)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    times = time_call(lambda: a @ b, repeats=repeats, warmup=2)
+    return 2 * n**3 / median(times)
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write one benchmark's results (with machine info) atomically to ``results/<name>.json``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    body = {"benchmark": name, "machine": machine_info(), **payload}
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path

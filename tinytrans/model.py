@@ -1,0 +1,679 @@
+"""A configurable decoder-only transformer: one dataclass, small named modules, one forward path.
+
+``ModelConfig`` describes every architecture the course discusses (the seed TinyTransformer,
+GPT-2, Pythia, Llama, MobileLLM and the course model) by a handful of switches; ``TinyTransformer``
+builds it from small modules whose names map one-to-one to the papers:
+
+    tok_emb -> [pos_emb] -> blocks[i] = (attn_norm, attn, ffn_norm, ffn) -> [final_norm] -> lm_head
+
+Shapes in comments use B = batch, T = new tokens, S = all key positions (cache + new),
+C = d_model, H = query heads, K = key/value heads, D = head dimension, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Positional = Literal["learned", "sinusoidal", "rope", "none"]
+NormKind = Literal["layernorm", "rmsnorm"]
+Placement = Literal["pre", "post"]
+Activation = Literal["relu", "gelu", "swiglu"]
+
+POSITIONAL_CHOICES = ("learned", "sinusoidal", "rope", "none")
+NORM_CHOICES = ("layernorm", "rmsnorm")
+PLACEMENT_CHOICES = ("pre", "post")
+ACTIVATION_CHOICES = ("relu", "gelu", "swiglu")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Every architectural switch of the course's transformer, validated on construction."""
+
+    vocab_size: int = 8000
+    context_length: int = 128
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None = n_heads (MHA); 1 = MQA; in between = GQA
+    d_ff: int = 512
+    positional: Positional = "learned"
+    norm: NormKind = "layernorm"
+    norm_placement: Placement = "pre"
+    activation: Activation = "gelu"
+    bias: bool = False  # biases of the Linear layers (LayerNorm always has its own bias)
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field and how to fix it."""
+        for key in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "d_ff"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{key} must be a positive integer, got {value!r}.")
+        _check_choice("positional", self.positional, POSITIONAL_CHOICES)
+        _check_choice("norm", self.norm, NORM_CHOICES)
+        _check_choice("norm_placement", self.norm_placement, PLACEMENT_CHOICES)
+        _check_choice("activation", self.activation, ACTIVATION_CHOICES)
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
+                f"try n_heads in {_divisors(self.d_model)}."
+            )
+        kv = self.kv_heads
+        if isinstance(kv, bool) or not isinstance(kv, int) or kv <= 0:
+            raise ValueError(f"ModelConfig.n_kv_heads must be None or a positive int, got {kv!r}.")
+        if self.n_heads % kv:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({kv}); "
+                f"try n_kv_heads in {_divisors(self.n_heads)}."
+            )
+        if self.positional == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"RoPE rotates pairs of dimensions, so head_dim = d_model / n_heads must be even; "
+                f"got {self.head_dim}."
+            )
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise ValueError("rope_theta and norm_eps must be positive.")
+
+    # -- derived sizes ------------------------------------------------------------------------
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads after resolving ``None`` to ``n_heads``."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def attention_kind(self) -> str:
+        """"MHA", "GQA" or "MQA" — how many query heads share one key/value head."""
+        if self.kv_heads == self.n_heads:
+            return "MHA"
+        return "MQA" if self.kv_heads == 1 else "GQA"
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}.")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def diff(self, other: ModelConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: ``{field: (self_value, other_value)}``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k != "name" and mine[k] != theirs[k]}
+
+    # -- presets ------------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named architecture, optionally with some fields overridden (e.g. ``vocab_size``)."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {preset_names()}.")
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"ModelConfig.{key} must be one of {list(choices)}, got {value!r}.")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+_LLAMA = dict(
+    positional="rope", norm="rmsnorm", norm_placement="pre", activation="swiglu", bias=False
+)
+_GPT2 = dict(positional="learned", norm="layernorm", norm_placement="pre", activation="gelu")
+
+#: Named architectures. Sizes are the published ones; where a real model has a feature the
+#: switches do not express (Pythia's parallel residual and partial rotary), the preset keeps
+#: every parameter-bearing choice so that counts and memory figures are exact.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 000's TinyTransformer: post-norm, GELU, learned positions, no Linear biases, untied.
+    "seed-tiny": dict(
+        vocab_size=8000, context_length=128, d_model=128, n_layers=2, n_heads=4, d_ff=256,
+        positional="learned", norm="layernorm", norm_placement="post", activation="gelu",
+        bias=False, tie_embeddings=False, norm_eps=1e-5,
+    ),
+    # Seed 001's nano-trickster: a character-level Llama-style model.
+    "nano-trickster": dict(
+        vocab_size=256, context_length=512, d_model=256, n_layers=6, n_heads=8, d_ff=768,
+        **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
+    ),
+    # Seed 003's paper-backed 40M design (five 64-dimensional heads).
+    "seed-40m": dict(
+        vocab_size=50257, context_length=1024, d_model=320, n_layers=16, n_heads=5, d_ff=854,
+        **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
+    ),
+    # The course model: trains to readable Shakespeare in minutes on two CPU cores.
+    "course": dict(
+        vocab_size=96, context_length=256, d_model=192, n_layers=4, n_heads=6, d_ff=512,
+        **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
+    ),
+    # The same size built the GPT-2 way: the baseline the course model must beat.
+    "course-gpt2": dict(
+        vocab_size=96, context_length=256, d_model=192, n_layers=4, n_heads=6, d_ff=768,
+        **_GPT2, bias=True, tie_embeddings=True,
+    ),
+    "gpt2-small": dict(
+        vocab_size=50257, context_length=1024, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+        **_GPT2, bias=True, tie_embeddings=True,
+    ),
+    "pythia-70m": dict(
+        vocab_size=50304, context_length=2048, d_model=512, n_layers=6, n_heads=8, d_ff=2048,
+        positional="rope", norm="layernorm", norm_placement="pre", activation="gelu",
+        bias=True, tie_embeddings=False,
+    ),
+    "mobilellm-125m": dict(
+        vocab_size=32000, context_length=2048, d_model=576, n_layers=30, n_heads=9,
+        n_kv_heads=3, d_ff=1536, **_LLAMA, tie_embeddings=True,
+    ),
+    "tinyllama-1.1b": dict(
+        vocab_size=32000, context_length=2048, d_model=2048, n_layers=22, n_heads=32,
+        n_kv_heads=4, d_ff=5632, **_LLAMA, tie_embeddings=False,
+    ),
+    "llama2-7b": dict(
+        vocab_size=32000, context_length=4096, d_model=4096, n_layers=32, n_heads=32, d_ff=11008,
+        **_LLAMA, tie_embeddings=False,
+    ),
+}  # fmt: skip
+
+
+def preset_names() -> list[str]:
+    """Names accepted by :meth:`ModelConfig.preset`."""
+    return list(PRESETS)
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 for stability under bf16/fp16 autocast.
+        rms = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x.float() * rms).type_as(x) * self.weight
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """LayerNorm (scale and bias) or RMSNorm (scale only), as the config says."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.d_model, config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq)
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len."""
+
+    def __init__(self, context_length: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(context_length, dim), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.table[positions]
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq.
+
+    Uses the "rotate half" pairing (dimension i with i + D/2), as Llama and GPT-NeoX do.
+    """
+
+    def __init__(self, head_dim: int, context_length: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cache_len = 0
+        self._build(context_length)
+
+    def _build(self, length: int) -> None:
+        steps = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
+        angles = torch.outer(steps, self.inv_freq.float())
+        angles = torch.cat([angles, angles], dim=-1)  # (length, D)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        self._cache_len = length
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads."""
+        needed = int(positions.max()) + 1 if positions.numel() else 0
+        if needed > self._cache_len:
+            self._build(max(needed, 2 * self._cache_len))
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, D) or (B, T, D)
+        if cos.dim() == 3:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
+        return cos, sin
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, heads, T, D) queries or keys by their positions' angles."""
+    return (x * cos + rotate_half(x) * sin).type_as(x)
+
+
+class KVCache:
+    """Preallocated keys and values for incremental decoding.
+
+    ``keys[i]``/``values[i]`` are (B, K, max_len, D) for layer i; ``length`` counts the positions
+    filled so far. The model writes new keys at ``[length, length + T)`` in every layer and then
+    advances ``length`` once.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.max_len = max_len or config.context_length
+        shape = (batch_size, config.kv_heads, self.max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, K, T, D) new keys/values for ``layer``; return all keys/values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(
+                f"KV cache is full: {self.length} cached + {k.shape[2]} new > max_len "
+                f"{self.max_len}. Create the cache with a larger max_len or crop the context."
+            )
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (for beam search and for dropping finished requests)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+    def crop(self, length: int) -> None:
+        """Forget positions >= ``length`` (speculative decoding rolls back rejected drafts)."""
+        self.length = min(self.length, length)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA).
+
+    Two paths compute the same thing: ``F.scaled_dot_product_attention`` for speed, and an
+    explicit ``softmax(QK^T / sqrt(D) + mask) V`` that can hand back the attention weights.
+    """
+
+    def __init__(self, config: ModelConfig, layer_index: int = 0) -> None:
+        super().__init__()
+        self.layer_index = layer_index
+        self.n_heads, self.n_kv_heads, self.head_dim = (
+            config.n_heads,
+            config.kv_heads,
+            config.head_dim,
+        )
+        kv_dim = self.n_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.k_proj = nn.Linear(config.d_model, kv_dim, bias=config.bias)
+        self.v_proj = nn.Linear(config.d_model, kv_dim, bias=config.bias)
+        self.o_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        capture: list[dict[str, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B,H,T,D)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B,K,T,D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B,K,T,D)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)  # (B,K,S,D)
+        if self.n_kv_heads != self.n_heads:  # share each K/V head among H/K query heads
+            repeat = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(repeat, dim=1)  # (B,H,S,D)
+            v = v.repeat_interleave(repeat, dim=1)
+        if capture is not None:
+            y = self._explicit(q, k, v, mask, capture)
+        else:
+            dropout = self.dropout if self.training else 0.0
+            if mask is None:  # no cache, no padding: the fused causal kernel
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B,T,C)
+        return self.resid_dropout(self.o_proj(y))
+
+    def _explicit(self, q, k, v, mask, capture) -> torch.Tensor:
+        T, S = q.shape[2], k.shape[2]
+        if mask is None:
+            mask = causal_mask(T, S, device=q.device)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B,H,T,S)
+        masked = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(masked.float(), dim=-1).type_as(q)
+        weights = torch.nan_to_num(weights)  # fully padded rows
+        capture.append({"scores": scores.detach(), "weights": weights.detach()})
+        return weights @ v  # (B,H,T,D)
+
+
+def causal_mask(
+    T: int, S: int, past: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s."""
+    past = S - T if past is None else past
+    rows = torch.arange(T, device=device)[:, None] + past
+    cols = torch.arange(S, device=device)[None, :]
+    return cols <= rows
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.activation = config.activation
+        if config.activation == "swiglu":
+            self.gate_proj = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "swiglu":
+            hidden = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        elif self.activation == "gelu":
+            hidden = F.gelu(self.up_proj(x), approximate="tanh")
+        else:
+            hidden = F.relu(self.up_proj(x))
+        return self.dropout(self.down_proj(hidden))
+
+
+class TransformerBlock(nn.Module):
+    """Attention then feed-forward, each in a residual branch with its norm before (pre-norm,
+    GPT-2/Llama) or after the residual sum (post-norm, the original Transformer)."""
+
+    def __init__(self, config: ModelConfig, layer_index: int = 0) -> None:
+        super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
+        self.attn_norm = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_index)
+        self.ffn_norm = make_norm(config)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x, rope=None, mask=None, cache=None, capture=None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.attn(self.attn_norm(x), rope, mask, cache, capture)
+            return x + self.ffn(self.ffn_norm(x))
+        x = self.attn_norm(x + self.attn(x, rope, mask, cache, capture))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AttentionCapture:
+    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors."""
+
+    logits: torch.Tensor
+    weights: list[torch.Tensor]
+    scores: list[torch.Tensor]
+
+
+class TinyTransformer(nn.Module):
+    """A decoder-only language model built from a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        if config.positional == "learned":
+            self.pos_emb = nn.Embedding(config.context_length, config.d_model)
+        elif config.positional == "sinusoidal":
+            self.pos_emb = SinusoidalPositions(config.context_length, config.d_model)
+        if config.positional == "rope":
+            self.rope = RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
+        # Post-norm blocks already end in a norm; pre-norm needs one before the head.
+        self.final_norm = make_norm(config) if config.norm_placement == "pre" else nn.Identity()
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.gradient_checkpointing = False
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers).
+        residual_std = 0.02 / math.sqrt(2 * config.n_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.o_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.ffn.down_proj.weight, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique trainable numbers (a tied head counts once)."""
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.tok_emb.weight.numel()
+            if self.config.positional == "learned":
+                total -= self.pos_emb.weight.numel()
+        return total
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def new_cache(
+        self, batch_size: int = 1, max_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty :class:`KVCache` on the model's device for incremental decoding."""
+        return KVCache(
+            self.config, batch_size, max_len, self.device, dtype or self.tok_emb.weight.dtype
+        )
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        capture: list[dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for token ids ``idx`` (B, T) and, given targets, the mean loss.
+
+        ``cache``: decode incrementally; ``idx`` holds only the new tokens, positions continue
+        from ``cache.length``. ``attention_mask``: (B, S) with 1 for real tokens and 0 for
+        padding, S = cached + new positions (left padding for batched prompts).
+        ``position_ids``: (B, T) or (T,) absolute positions, by default counted from the cache.
+        Targets equal to -100 are ignored by the loss.
+        """
+        self._check_input(idx, targets, cache)
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=idx.device)  # (T,)
+        mask = self._attention_mask(B, T, past, attention_mask, idx.device, cache)
+
+        x = self.tok_emb(idx)  # (B,T,C)
+        if self.config.positional in ("learned", "sinusoidal"):
+            x = x + self.pos_emb(position_ids)
+        rope = self.rope(position_ids) if self.config.positional == "rope" else None
+        x = self.drop(x)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, rope, mask, None, capture, use_reentrant=False
+                )
+            else:
+                x = block(x, rope, mask, cache, capture)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.lm_head(self.final_norm(x))  # (B,T,V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+            )
+        return logits, loss
+
+    def attention_maps(
+        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> AttentionCapture:
+        """Run the explicit attention path and return every layer's weights and raw scores."""
+        capture: list[dict[str, torch.Tensor]] = []
+        with torch.no_grad():
+            logits, _ = self(idx, attention_mask=attention_mask, capture=capture)
+        return AttentionCapture(
+            logits=logits,
+            weights=[c["weights"] for c in capture],
+            scores=[c["scores"] for c in capture],
+        )
+
+    def _attention_mask(self, B, T, past, attention_mask, device, cache) -> torch.Tensor | None:
+        """Boolean (B or 1, 1, T, S) mask, or None when the fused causal kernel suffices."""
+        S = past + T
+        if attention_mask is None:
+            if past == 0:
+                return None  # plain causal
+            if T == 1:
+                return torch.ones(1, 1, 1, S, dtype=torch.bool, device=device)
+            return causal_mask(T, S, past, device)[None, None]
+        if attention_mask.shape != (B, S):
+            raise ValueError(
+                f"attention_mask must be (batch, cached + new) = ({B}, {S}), "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        keep = attention_mask.to(device=device, dtype=torch.bool)[:, None, None, :]  # (B,1,1,S)
+        mask = causal_mask(T, S, past, device)[None, None] & keep  # (B,1,T,S)
+        # A query that is itself padding would see nothing; let it see itself to avoid NaNs.
+        diagonal = torch.zeros_like(mask)
+        diagonal[..., torch.arange(T), past + torch.arange(T)] = True
+        return mask | (diagonal & ~keep[..., past:].transpose(-1, -2))
+
+    def _check_input(self, idx, targets, cache) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            raise ValueError("idx must be a (batch, time) tensor of token ids.")
+        if idx.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int64):
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}.")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.config.vocab_size}); got range "
+                f"[{int(idx.min())}, {int(idx.max())}]. Is the tokenizer's vocab_size "
+                f"equal to the model's?"
+            )
+        total = idx.shape[1] + (cache.length if cache is not None else 0)
+        if self.config.positional in ("learned", "sinusoidal") and total > self.config.context_length:
+            raise ValueError(
+                f"sequence of {total} tokens exceeds context_length "
+                f"{self.config.context_length} ({self.config.positional} positions have no "
+                f"entry beyond it); crop the input to the last {self.config.context_length} tokens."
+            )
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}."
+            )
+
+
+def build_model(config: ModelConfig | str, **overrides: Any) -> TinyTransformer:
+    """A model from a config or a preset name (with optional overrides)."""
+    if isinstance(config, str):
+        config = ModelConfig.preset(config, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    return TinyTransformer(config)
