@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -53,9 +54,7 @@ FORMAT_VERSION = 1
 #: The GPT-2 pre-tokenization pattern: contractions, letters, digits, other symbols and
 #: whitespace become separate chunks (a leading space stays attached to the next word), so
 #: BPE merges never cross a word boundary.
-GPT2_PATTERN = (
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 #: Chunks used when pre-tokenization is off: one chunk per line (newline included).
 #: Merges may then span spaces and punctuation, but never a line break, which keeps
@@ -263,12 +262,7 @@ def _decode_error_handler(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeDecodeError):
         raise exc
     b, s = exc.object, exc.start
-    if (
-        s + 3 <= len(b)
-        and b[s] == 0xED
-        and 0xA0 <= b[s + 1] <= 0xBF
-        and 0x80 <= b[s + 2] <= 0xBF
-    ):
+    if s + 3 <= len(b) and b[s] == 0xED and 0xA0 <= b[s + 1] <= 0xBF and 0x80 <= b[s + 2] <= 0xBF:
         cp = ((b[s] & 0x0F) << 12) | ((b[s + 1] & 0x3F) << 6) | (b[s + 2] & 0x3F)
         return chr(cp), s + 3
     return "\ufffd", s + 1
@@ -339,7 +333,7 @@ class _PairStats:
         self.where: dict[tuple[int, int], set[int]] = {}
         for w, syms in enumerate(words):
             f = freqs[w]
-            for pair in zip(syms, syms[1:]):
+            for pair in pairwise(syms):
                 self.counts[pair] = self.counts.get(pair, 0) + f
                 self.where.setdefault(pair, set()).add(w)
         self.heap = [(-c, a, b) for (a, b), c in self.counts.items()]
@@ -364,7 +358,7 @@ class _PairStats:
             syms = _merge_symbols(old, a, b, new)
             self.words[w] = syms
             f = self.freqs[w]
-            old_pairs, new_pairs = Counter(zip(old, old[1:])), Counter(zip(syms, syms[1:]))
+            old_pairs, new_pairs = Counter(pairwise(old)), Counter(pairwise(syms))
             for p, k in old_pairs.items():
                 delta[p] -= k * f
             for p, k in new_pairs.items():
@@ -513,7 +507,7 @@ class BPETokenizer:
         syms = list(chunk.encode("utf-8", "surrogatepass"))
         ranks = self._ranks
         while len(syms) > 1:
-            best = min(zip(syms, syms[1:]), key=lambda p: ranks.get(p, 1 << 60))
+            best = min(pairwise(syms), key=lambda p: ranks.get(p, 1 << 60))
             rank = ranks.get(best)
             if rank is None:
                 break

@@ -1,0 +1,155 @@
+"""Measuring a language model: mean validation loss and strided sliding-window perplexity.
+
+Perplexity is ``exp(mean negative log-likelihood per token)``. Scoring a long text with a
+model that sees at most ``context_length`` tokens needs a rule for how much context each
+token gets:
+
+* **chunked** (``stride == context_length``): cut the text into disjoint windows. The first
+  token of every window is predicted from almost nothing, so the score is pessimistic.
+* **strided sliding window** (``stride < context_length``): slide the window by ``stride``
+  tokens and score only the tokens the previous window did not score. Every token is still
+  scored exactly once, but (after the first window) with at least
+  ``context_length - stride`` tokens of history. Smaller strides give truer, lower numbers
+  and cost ``context_length / stride`` times more compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["estimate_loss", "perplexity", "sliding_windows"]
+
+
+def sliding_windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """The windows that score tokens ``1 .. n_tokens-1`` once each.
+
+    Returns ``(begin, end, n_scored)``: the model reads ``ids[begin:end]`` and predicts
+    ``ids[begin+1:end+1]``, of which only the last ``n_scored`` predictions count.
+    """
+    if context_length < 1:
+        raise ValueError(f"context_length must be >= 1, got {context_length}.")
+    if not 1 <= stride <= context_length:
+        raise ValueError(f"stride must be in [1, context_length={context_length}], got {stride}.")
+    last = n_tokens - 1  # number of predictable tokens
+    windows, scored_until, begin = [], 0, 0
+    while scored_until < last:
+        end = min(begin + context_length, last)
+        windows.append((begin, end, end - scored_until))
+        scored_until = end
+        begin += stride
+    return windows
+
+
+def _as_tensor(token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    if ids.numel() < 2:
+        raise ValueError("perplexity needs at least two tokens (one to read, one to predict).")
+    return ids
+
+
+def _batched(
+    windows: list[tuple[int, int, int]], batch_size: int
+) -> Iterator[list[tuple[int, int, int]]]:
+    """Consecutive groups of equally long windows, at most ``batch_size`` each."""
+    group: list[tuple[int, int, int]] = []
+    for window in windows:
+        same_length = not group or (group[0][1] - group[0][0]) == (window[1] - window[0])
+        if group and (len(group) == batch_size or not same_length):
+            yield group
+            group = []
+        group.append(window)
+    if group:
+        yield group
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module,
+    token_ids: Sequence[int] | torch.Tensor,
+    context_length: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 16,
+) -> float:
+    """Perplexity of ``token_ids`` with the strided sliding window (see the module docstring).
+
+    ``context_length`` defaults to the model's; ``stride`` defaults to half of it.
+    ``stride == context_length`` gives the naive chunked value.
+    """
+    ids = _as_tensor(token_ids)
+    context_length = context_length or model.config.context_length
+    stride = stride or max(1, context_length // 2)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    total_nll, total_count = 0.0, 0
+    try:
+        for group in _batched(sliding_windows(ids.numel(), context_length, stride), batch_size):
+            x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
+            y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in group]).to(device)
+            for row, (b, e, n_scored) in enumerate(group):
+                y[row, : (e - b) - n_scored] = -100  # already scored by an earlier window
+            logits, _ = model(x)
+            nll = F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
+            )
+            total_nll += float(nll)
+            total_count += int((y != -100).sum())
+    finally:
+        model.train(was_training)
+    return math.exp(total_nll / total_count)
+
+
+def _eval_batches(datamodule: Any, split: str, max_batches: int | None) -> Iterable[Any]:
+    return datamodule.iter_eval_batches(split, max_batches=max_batches)
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: nn.Module,
+    datamodule: Any,
+    max_batches: int | None = None,
+    split: str = "val",
+    autocast: Any = None,
+) -> float:
+    """Mean cross-entropy per token over ``datamodule.iter_eval_batches(split, max_batches)``.
+
+    ``autocast``: an optional context-manager factory (the trainer passes its mixed-precision
+    context). Batches are weighted by their token count, so a short last batch counts fairly.
+    """
+    sum_loss, count = loss_sums(model, _eval_batches(datamodule, split, max_batches), autocast)
+    if count == 0:
+        raise ValueError(f"the {split!r} split produced no evaluation batches.")
+    return sum_loss / count
+
+
+@torch.no_grad()
+def loss_sums(
+    model: nn.Module, batches: Iterable[Any], autocast: Any = None
+) -> tuple[float, int]:
+    """``(summed token loss, token count)`` over ``batches`` of ``(x, y)``; eval mode inside."""
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    sum_loss, count = 0.0, 0
+    try:
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            with autocast() if autocast is not None else nullcontext():
+                _, loss = model(x, y)
+            n = int((y != -100).sum())
+            sum_loss += float(loss) * n
+            count += n
+    finally:
+        model.train(was_training)
+    return sum_loss, count

@@ -1,0 +1,475 @@
+"""Convert TinyTransformer models to and from Hugging Face ``transformers``.
+
+Two families map one-to-one onto a :class:`~tinytrans.model.ModelConfig`:
+
+* **Llama** (``LlamaForCausalLM``): RoPE, RMSNorm, SwiGLU, pre-norm; grouped key/value heads,
+  tied or untied head, with or without Linear biases.
+* **GPT-2** (``GPT2LMHeadModel``): learned positions, LayerNorm, tanh-approximated GELU,
+  pre-norm, Linear biases; tied or untied head.
+
+Converting copies every weight exactly, so logits agree to float32 rounding and a round trip
+ours -> HF -> ours returns an identical state dict. ``transformers`` is an optional extra: it
+is imported only inside the functions that build Hugging Face objects.
+
+Reading a pretrained checkpoint (needs internet, e.g. on Colab)::
+
+    from transformers import GPT2LMHeadModel
+    from tinytrans.interop import from_hf
+    model = from_hf(GPT2LMHeadModel.from_pretrained("gpt2"))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from tinytrans.model import ModelConfig, TinyTransformer
+
+ARCHITECTURES = ("llama", "gpt2")
+HF_CLASSES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
+GPT2_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approximation we use
+
+StateDict = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# transformers, lazily
+# --------------------------------------------------------------------------------------------
+
+
+def _transformers() -> Any:
+    """Import ``transformers`` or explain how to get it (it is an optional extra)."""
+    try:
+        import transformers
+    except ImportError as error:
+        raise ImportError(
+            "tinytrans.interop needs Hugging Face transformers for this: "
+            "pip install transformers  (or: pip install 'tinytrans[hf]')"
+        ) from error
+    return transformers
+
+
+# --------------------------------------------------------------------------------------------
+# ModelConfig -> Hugging Face config
+# --------------------------------------------------------------------------------------------
+
+
+def hf_architecture(config: ModelConfig) -> str:
+    """The Hugging Face family a config belongs to: ``"llama"`` (RoPE) or ``"gpt2"`` (learned)."""
+    if config.positional == "rope":
+        return "llama"
+    if config.positional == "learned":
+        return "gpt2"
+    raise ValueError(
+        f"ModelConfig.positional={config.positional!r} has no Hugging Face counterpart here: "
+        "to_hf supports Llama (positional='rope') and GPT-2 (positional='learned')."
+    )
+
+
+def _llama_problems(config: ModelConfig) -> list[str]:
+    wanted = dict(positional="rope", norm="rmsnorm", norm_placement="pre", activation="swiglu")
+    problems = _mismatches(config, wanted)
+    if config.dropout:
+        problems.append(
+            f"dropout={config.dropout!r} (Llama only drops attention weights; use dropout=0.0)"
+        )
+    return problems
+
+
+def _gpt2_problems(config: ModelConfig) -> list[str]:
+    wanted = dict(
+        positional="learned", norm="layernorm", norm_placement="pre", activation="gelu", bias=True
+    )
+    problems = _mismatches(config, wanted)
+    if config.kv_heads != config.n_heads:
+        problems.append(
+            f"n_kv_heads={config.n_kv_heads!r} (GPT-2 has no grouped key/value heads; use None)"
+        )
+    return problems
+
+
+def _mismatches(config: ModelConfig, wanted: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}={getattr(config, key)!r} (needs {value!r})"
+        for key, value in wanted.items()
+        if getattr(config, key) != value
+    ]
+
+
+def check_hf_compatible(config: ModelConfig, architecture: str | None = None) -> str:
+    """Return the target family, or raise ``ValueError`` listing every field it cannot express."""
+    architecture = architecture or hf_architecture(config)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture must be one of {list(ARCHITECTURES)}, got {architecture!r}."
+        )
+    problems = (_llama_problems if architecture == "llama" else _gpt2_problems)(config)
+    if problems:
+        raise ValueError(
+            f"ModelConfig {config.name!r} cannot be expressed as {HF_CLASSES[architecture]}: "
+            + "; ".join(problems)
+            + "."
+        )
+    return architecture
+
+
+def _token_id(default: int, vocab_size: int) -> int | None:
+    """Keep HF's default special-token id only when it exists in our vocabulary."""
+    return default if default < vocab_size else None
+
+
+def config_to_hf(
+    config: ModelConfig, architecture: str | None = None, attn_implementation: str = "sdpa"
+) -> Any:
+    """A ``LlamaConfig`` or ``GPT2Config`` describing the same network as ``config``."""
+    architecture = check_hf_compatible(config, architecture)
+    transformers = _transformers()
+    if architecture == "llama":
+        return transformers.LlamaConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.d_model,
+            intermediate_size=config.d_ff,
+            num_hidden_layers=config.n_layers,
+            num_attention_heads=config.n_heads,
+            num_key_value_heads=config.kv_heads,
+            hidden_act="silu",
+            max_position_embeddings=config.context_length,
+            rms_norm_eps=config.norm_eps,
+            tie_word_embeddings=config.tie_embeddings,
+            rope_theta=config.rope_theta,
+            attention_bias=config.bias,
+            mlp_bias=config.bias,
+            attention_dropout=0.0,
+            bos_token_id=_token_id(1, config.vocab_size),
+            eos_token_id=_token_id(2, config.vocab_size),
+            attn_implementation=attn_implementation,
+        )
+    return transformers.GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.context_length,
+        n_embd=config.d_model,
+        n_layer=config.n_layers,
+        n_head=config.n_heads,
+        n_inner=config.d_ff,
+        activation_function="gelu_new",
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        layer_norm_epsilon=config.norm_eps,
+        tie_word_embeddings=config.tie_embeddings,
+        bos_token_id=_token_id(50256, config.vocab_size),
+        eos_token_id=_token_id(50256, config.vocab_size),
+        attn_implementation=attn_implementation,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face config -> ModelConfig
+# --------------------------------------------------------------------------------------------
+
+
+def _getter(hf_config: Any) -> Callable[[str, Any], Any]:
+    """Read a field from a ``PretrainedConfig`` or from a plain ``config.json`` dict."""
+    if isinstance(hf_config, Mapping):
+        return lambda key, default=None: hf_config.get(key, default)
+    return lambda key, default=None: getattr(hf_config, key, default)
+
+
+def hf_config_architecture(hf_config: Any) -> str:
+    """``"llama"`` or ``"gpt2"`` from a config's ``model_type``; ``ValueError`` otherwise."""
+    model_type = _getter(hf_config)("model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"model_type={model_type!r} is not supported: from_hf reads Llama ('llama') and "
+            f"GPT-2 ('gpt2') checkpoints."
+        )
+    return model_type
+
+
+def config_from_hf(hf_config: Any, name: str | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` of a ``LlamaConfig``/``GPT2Config`` (or their ``config.json`` dict).
+
+    Raises ``ValueError`` naming every field whose value tinytrans cannot reproduce exactly.
+    """
+    architecture = hf_config_architecture(hf_config)
+    reader = _llama_fields if architecture == "llama" else _gpt2_fields
+    fields, problems = reader(_getter(hf_config))
+    if problems:
+        raise ValueError(
+            f"This {HF_CLASSES[architecture]} config cannot be expressed as a ModelConfig: "
+            + "; ".join(problems)
+            + "."
+        )
+    return ModelConfig(**fields, name=name or f"hf-{architecture}")
+
+
+def _rope_theta(get: Callable[[str, Any], Any], problems: list[str]) -> float:
+    """``rope_theta`` from ``rope_parameters`` (transformers 5) or the top level (4.x)."""
+    parameters = get("rope_parameters", None) or {}
+    for key in ("rope_parameters", "rope_scaling"):  # 5.x aliases the two; 4.x has only scaling
+        value = get(key, None)
+        kind = value.get("rope_type", value.get("type", "default")) if value else "default"
+        if kind != "default":
+            problems.append(f"{key}={value!r} (only plain RoPE is supported; needs None)")
+            break
+    factor = parameters.get("partial_rotary_factor", get("partial_rotary_factor", 1.0))
+    if factor not in (None, 1, 1.0):
+        problems.append(f"partial_rotary_factor={factor!r} (needs 1.0)")
+    return float(parameters.get("rope_theta") or get("rope_theta", None) or 10000.0)
+
+
+def _llama_fields(get: Callable[[str, Any], Any]) -> tuple[dict[str, Any], list[str]]:
+    problems: list[str] = []
+    if get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={get('hidden_act', None)!r} (needs 'silu' for SwiGLU)")
+    attention_bias, mlp_bias = bool(get("attention_bias", False)), bool(get("mlp_bias", False))
+    if attention_bias != mlp_bias:
+        problems.append(
+            f"attention_bias={attention_bias} and mlp_bias={mlp_bias} (tinytrans has one "
+            "bias switch; they must be equal)"
+        )
+    if get("attention_dropout", 0.0):
+        problems.append(f"attention_dropout={get('attention_dropout', None)!r} (needs 0.0)")
+    hidden, heads = get("hidden_size", None), get("num_attention_heads", None)
+    head_dim = get("head_dim", None)
+    if head_dim is not None and hidden is not None and head_dim * heads != hidden:
+        problems.append(f"head_dim={head_dim} (needs hidden_size / num_attention_heads)")
+    theta = _rope_theta(get, problems)
+    fields = dict(
+        vocab_size=get("vocab_size", None),
+        context_length=get("max_position_embeddings", None),
+        d_model=hidden,
+        n_layers=get("num_hidden_layers", None),
+        n_heads=heads,
+        n_kv_heads=get("num_key_value_heads", None) or heads,
+        d_ff=get("intermediate_size", None),
+        positional="rope",
+        norm="rmsnorm",
+        norm_placement="pre",
+        activation="swiglu",
+        bias=attention_bias,
+        tie_embeddings=bool(get("tie_word_embeddings", False)),
+        rope_theta=theta,
+        norm_eps=float(get("rms_norm_eps", 1e-6)),
+    )
+    if fields["n_kv_heads"] == heads:
+        fields["n_kv_heads"] = None
+    return fields, problems
+
+
+def _gpt2_fields(get: Callable[[str, Any], Any]) -> tuple[dict[str, Any], list[str]]:
+    problems: list[str] = []
+    activation = get("activation_function", "gelu_new")
+    if activation not in GPT2_GELUS:
+        problems.append(f"activation_function={activation!r} (needs one of {list(GPT2_GELUS)})")
+    for key, needed in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
+        if bool(get(key, needed)) != needed:
+            problems.append(f"{key}={get(key, None)!r} (needs {needed})")
+    drops = {key: get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+    if len(set(drops.values())) > 1:
+        problems.append(f"{drops} (tinytrans has one dropout rate; they must be equal)")
+    d_model = get("n_embd", None)
+    fields = dict(
+        vocab_size=get("vocab_size", None),
+        context_length=get("n_positions", None),
+        d_model=d_model,
+        n_layers=get("n_layer", None),
+        n_heads=get("n_head", None),
+        d_ff=get("n_inner", None) or 4 * d_model,
+        positional="learned",
+        norm="layernorm",
+        norm_placement="pre",
+        activation="gelu",
+        bias=True,
+        tie_embeddings=bool(get("tie_word_embeddings", True)),
+        dropout=float(drops["resid_pdrop"]),
+        norm_eps=float(get("layer_norm_epsilon", 1e-5)),
+    )
+    return fields, problems
+
+
+# --------------------------------------------------------------------------------------------
+# State dicts
+# --------------------------------------------------------------------------------------------
+
+
+def _llama_names(config: ModelConfig) -> dict[str, str]:
+    """tinytrans parameter name -> Hugging Face Llama name."""
+    names = {
+        "tok_emb.weight": "model.embed_tokens.weight",
+        "final_norm.weight": "model.norm.weight",
+        "lm_head.weight": "lm_head.weight",
+    }
+    kinds = ("weight", "bias") if config.bias else ("weight",)
+    for i in range(config.n_layers):
+        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
+        names[ours + "attn_norm.weight"] = theirs + "input_layernorm.weight"
+        names[ours + "ffn_norm.weight"] = theirs + "post_attention_layernorm.weight"
+        for kind in kinds:
+            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                names[f"{ours}attn.{proj}.{kind}"] = f"{theirs}self_attn.{proj}.{kind}"
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                names[f"{ours}ffn.{proj}.{kind}"] = f"{theirs}mlp.{proj}.{kind}"
+    return names
+
+
+def _gpt2_names(config: ModelConfig) -> dict[str, str]:
+    """tinytrans name -> GPT-2 name for the tensors that copy as they are or transposed."""
+    names = {
+        "tok_emb.weight": "transformer.wte.weight",
+        "pos_emb.weight": "transformer.wpe.weight",
+        "final_norm.weight": "transformer.ln_f.weight",
+        "final_norm.bias": "transformer.ln_f.bias",
+        "lm_head.weight": "lm_head.weight",
+    }
+    for i in range(config.n_layers):
+        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+        for kind in ("weight", "bias"):
+            names[f"{ours}attn_norm.{kind}"] = f"{theirs}ln_1.{kind}"
+            names[f"{ours}ffn_norm.{kind}"] = f"{theirs}ln_2.{kind}"
+            names[f"{ours}attn.o_proj.{kind}"] = f"{theirs}attn.c_proj.{kind}"
+            names[f"{ours}ffn.up_proj.{kind}"] = f"{theirs}mlp.c_fc.{kind}"
+            names[f"{ours}ffn.down_proj.{kind}"] = f"{theirs}mlp.c_proj.{kind}"
+    return names
+
+
+def _layer_kinds(config: ModelConfig) -> list[tuple[int, str]]:
+    return [(i, kind) for i in range(config.n_layers) for kind in ("weight", "bias")]
+
+
+def _conv1d(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """GPT-2's Conv1D stores (in, out) weights, nn.Linear (out, in): transpose 2-D weights."""
+    return tensor.t().contiguous() if name.endswith(".weight") and tensor.dim() == 2 else tensor
+
+
+def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
+    """Rename (and for GPT-2 transpose and fuse) a tinytrans state dict into HF's layout."""
+    architecture = check_hf_compatible(config)
+    if architecture == "llama":
+        return {hf: state[ours].clone() for ours, hf in _llama_names(config).items()}
+    out = {
+        hf: (_conv1d(hf, state[ours]) if ours.startswith("blocks.") else state[ours]).clone()
+        for ours, hf in _gpt2_names(config).items()
+    }
+    for i, kind in _layer_kinds(config):
+        fused = torch.cat([state[f"blocks.{i}.attn.{p}_proj.{kind}"] for p in "qkv"], dim=0)
+        out[f"transformer.h.{i}.attn.c_attn.{kind}"] = _conv1d(f".{kind}", fused)
+    return out
+
+
+_GPT2_BUFFERS = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$")
+
+
+def _normalise_hf_keys(state: Mapping[str, torch.Tensor], architecture: str) -> StateDict:
+    """Add the ``transformer.`` prefix old GPT-2 files lack; drop non-weight buffers."""
+    out: StateDict = {}
+    for key, tensor in state.items():
+        if architecture == "gpt2":
+            if _GPT2_BUFFERS.search(key):
+                continue
+            if key != "lm_head.weight" and not key.startswith("transformer."):
+                key = "transformer." + key
+        elif key.endswith("rotary_emb.inv_freq"):
+            continue
+        out[key] = tensor
+    return out
+
+
+def state_dict_from_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
+    """The tinytrans state dict for a Hugging Face Llama/GPT-2 one (inverse of ``to_hf``'s)."""
+    architecture = check_hf_compatible(config)
+    state = _normalise_hf_keys(state, architecture)
+    if "lm_head.weight" not in state and config.tie_embeddings:
+        state["lm_head.weight"] = state[
+            "model.embed_tokens.weight" if architecture == "llama" else "transformer.wte.weight"
+        ]
+    names = _llama_names(config) if architecture == "llama" else _gpt2_names(config)
+    expected = set(names.values())
+    if architecture == "gpt2":
+        expected |= {f"transformer.h.{i}.attn.c_attn.{kind}" for i, kind in _layer_kinds(config)}
+    _check_keys(set(state), expected)
+    out = {ours: state[hf] for ours, hf in names.items()}
+    if architecture == "gpt2":
+        out = {k: _conv1d(k, t) if k.startswith("blocks.") else t for k, t in out.items()}
+        out.update(_split_c_attn(state, config))
+    return {key: tensor.detach().clone() for key, tensor in out.items()}
+
+
+def _split_c_attn(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
+    """GPT-2's fused (C, 3C) query/key/value Conv1D -> three (C, C) Linear weights and biases."""
+    out: StateDict = {}
+    for i in range(config.n_layers):
+        fused = f"transformer.h.{i}.attn.c_attn."
+        weights = state[fused + "weight"].t().split(config.d_model, dim=0)
+        biases = state[fused + "bias"].split(config.d_model, dim=0)
+        for p, w, b in zip("qkv", weights, biases, strict=True):
+            out[f"blocks.{i}.attn.{p}_proj.weight"] = w.contiguous()
+            out[f"blocks.{i}.attn.{p}_proj.bias"] = b
+    return out
+
+
+def _check_keys(found: set[str], expected: set[str]) -> None:
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        raise ValueError(
+            "The state dict does not match its config: "
+            f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def to_hf(
+    model: TinyTransformer, architecture: str | None = None, attn_implementation: str = "sdpa"
+) -> Any:
+    """A ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` computing exactly what ``model`` computes.
+
+    The family follows ``model.config.positional`` (rope -> Llama, learned -> GPT-2) unless
+    ``architecture`` says otherwise; configs the family cannot express raise ``ValueError``.
+    The copy lives on the model's device and dtype and has its train/eval mode.
+    """
+    hf_config = config_to_hf(model.config, architecture, attn_implementation)
+    transformers = _transformers()
+    cls = getattr(transformers, HF_CLASSES[check_hf_compatible(model.config, architecture)])
+    hf_model = cls(hf_config)
+    hf_model.load_state_dict(state_dict_to_hf(model.state_dict(), model.config), strict=True)
+    hf_model.to(device=model.device, dtype=model.tok_emb.weight.dtype)
+    return hf_model.train(model.training)
+
+
+def from_hf(
+    hf_model_or_state_dict: Any,
+    hf_config: Any = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> TinyTransformer:
+    """A :class:`TinyTransformer` with the weights of a Hugging Face Llama or GPT-2 model.
+
+    Pass a ``LlamaForCausalLM``/``GPT2LMHeadModel`` (e.g. ``GPT2LMHeadModel.from_pretrained("gpt2")``
+    on a machine with internet), or a state dict together with its ``hf_config`` (a
+    ``PretrainedConfig`` or the ``config.json`` dict; then ``transformers`` is not needed).
+    Old GPT-2 files (no ``transformer.`` prefix, ``attn.bias`` buffers, no ``lm_head``) load too.
+    The model is returned in ``dtype`` (float32 by default), in eval mode.
+    """
+    if isinstance(hf_model_or_state_dict, Mapping):
+        if hf_config is None:
+            raise ValueError("from_hf(state_dict) needs hf_config (a PretrainedConfig or dict).")
+        state = hf_model_or_state_dict
+    else:
+        hf_config = hf_config if hf_config is not None else hf_model_or_state_dict.config
+        state = hf_model_or_state_dict.state_dict()
+    config = config_from_hf(hf_config)
+    model = TinyTransformer(config)
+    model.load_state_dict(state_dict_from_hf(state, config), strict=True)
+    return model.to(dtype=dtype).eval()

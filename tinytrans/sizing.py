@@ -1,0 +1,813 @@
+"""Sizing a transformer on paper: parameters, memory, compute, data, and predicted loss.
+
+Every figure here is computed *analytically* from a :class:`~tinytrans.model.ModelConfig`, never
+by building the model, so that a 7B-parameter Llama can be sized in microseconds. The tests check
+each formula against the parameters of the built model (and of Hugging Face ``transformers``),
+against the bytes PyTorch actually saves for backward, and against hand derivations.
+
+Conventions (stated once, used everywhere):
+
+* ``N`` is the number of *unique* trainable numbers: a head tied to the embedding counts 0.
+* Bytes are exact integers; :func:`format_bytes` prints decimal units (1 MB = 10**6 bytes)
+  unless asked for binary ones (1 MiB = 2**20 bytes).
+* FLOPs count a multiply-add as 2 FLOPs. The forward pass costs ``2`` FLOPs per weight that
+  multiplies an activation plus the attention term ``2 * n_layers * context * d_model``: the
+  counting of Kaplan et al. (2020, Table 1), which charges each token for attending to its
+  (on average, causally) visible keys. Training costs 3x the forward (backward = 2x forward),
+  hence the familiar ``C = 6ND``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from tinytrans.model import ModelConfig
+
+# --------------------------------------------------------------------------------------------
+# Data types
+# --------------------------------------------------------------------------------------------
+
+#: Bytes per stored number. int4 packs two numbers per byte.
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4,
+    "bf16": 2,
+    "fp16": 2,
+    "fp8": 1,
+    "int8": 1,
+    "int4": 0.5,
+}
+
+_DTYPE_ALIASES: dict[str, str] = {
+    "float32": "fp32",
+    "float": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "float8": "fp8",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+    "uint8": "int8",
+}
+
+#: Dense datasheet peaks in TFLOP/s (no sparsity), for time estimates.
+PEAK_TFLOPS: dict[str, float] = {
+    "V100 (fp16 tensor)": 125.0,
+    "A100 (bf16 tensor)": 312.0,
+    "H100 SXM (bf16 tensor)": 989.0,
+    "RTX 3090 (fp32)": 35.6,
+    "RTX 3090 (fp16 tensor)": 71.0,
+}
+
+DType = str | torch.dtype
+
+
+def canonical_dtype(dtype: DType) -> str:
+    """The canonical name (``"fp32"``, ``"bf16"``, ...) of a dtype given as text or torch dtype."""
+    name = str(dtype).removeprefix("torch.").lower()
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPE_BYTES:
+        known = sorted(set(DTYPE_BYTES) | set(_DTYPE_ALIASES))
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {known}.")
+    return name
+
+
+def dtype_bytes(dtype: DType) -> float:
+    """Bytes per number stored in ``dtype`` (0.5 for int4)."""
+    return DTYPE_BYTES[canonical_dtype(dtype)]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterBreakdown:
+    """Where the parameters of a configuration live, computed from the config alone.
+
+    Per-layer fields (``attention``, ``ffn``, ``norms``) count one transformer block; the
+    ``*_total`` properties multiply by ``n_layers``. ``head`` is 0 when ``head_tied`` is True,
+    because the output layer reuses the token-embedding matrix.
+    """
+
+    name: str
+    n_layers: int
+    token_embedding: int
+    position_embedding: int
+    attention: int
+    ffn: int
+    norms: int
+    final_norm: int
+    head: int
+    head_tied: bool
+    #: One block's tensors by name (q_proj, k_proj, ..., ffn_norm), weights and biases together.
+    layer_detail: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_layer(self) -> int:
+        return self.attention + self.ffn + self.norms
+
+    @property
+    def attention_total(self) -> int:
+        return self.attention * self.n_layers
+
+    @property
+    def ffn_total(self) -> int:
+        return self.ffn * self.n_layers
+
+    @property
+    def norms_total(self) -> int:
+        return self.norms * self.n_layers
+
+    @property
+    def blocks(self) -> int:
+        return self.per_layer * self.n_layers
+
+    @property
+    def embeddings(self) -> int:
+        """Token plus learned-position tables (the lookups, which cost no FLOPs)."""
+        return self.token_embedding + self.position_embedding
+
+    @property
+    def non_embedding(self) -> int:
+        """Total minus the embedding tables (an untied head stays in, as in the model)."""
+        return self.total - self.embeddings
+
+    @property
+    def total(self) -> int:
+        return self.embeddings + self.blocks + self.final_norm + self.head
+
+    def share(self, part: int) -> float:
+        """``part`` as a fraction of the total."""
+        return part / self.total
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        """Table rows (component, per layer, count, share) ending with the total."""
+        head_note = "tied to token embedding" if self.head_tied else ""
+        rows = [
+            ("token embedding", None, self.token_embedding, ""),
+            ("position embedding", None, self.position_embedding, ""),
+            ("attention", self.attention, self.attention_total, f"x {self.n_layers} layers"),
+            ("feed-forward", self.ffn, self.ffn_total, f"x {self.n_layers} layers"),
+            ("block norms", self.norms, self.norms_total, f"x {self.n_layers} layers"),
+            ("final norm", None, self.final_norm, ""),
+            ("output head", None, self.head, head_note),
+            ("total", self.per_layer, self.total, "per-layer column: one block"),
+        ]
+        return [
+            {
+                "component": name,
+                "per_layer": per_layer,
+                "count": count,
+                "share": count / self.total,
+                "note": note,
+            }
+            for name, per_layer, count, note in rows
+        ]
+
+
+def _norm_params(config: ModelConfig) -> int:
+    """LayerNorm has a scale and a bias per feature; RMSNorm only a scale."""
+    return 2 * config.d_model if config.norm == "layernorm" else config.d_model
+
+
+def _linear(d_in: int, d_out: int, bias: bool) -> int:
+    return d_in * d_out + (d_out if bias else 0)
+
+
+def layer_detail(config: ModelConfig) -> dict[str, int]:
+    """Parameters of each tensor group in one block, named as in :mod:`tinytrans.model`."""
+    c, kv_dim, f, bias = config.d_model, config.kv_heads * config.head_dim, config.d_ff, config.bias
+    detail = {
+        "attn_norm": _norm_params(config),
+        "q_proj": _linear(c, c, bias),
+        "k_proj": _linear(c, kv_dim, bias),
+        "v_proj": _linear(c, kv_dim, bias),
+        "o_proj": _linear(c, c, bias),
+        "ffn_norm": _norm_params(config),
+    }
+    if config.activation == "swiglu":
+        detail["gate_proj"] = _linear(c, f, bias)
+    detail["up_proj"] = _linear(c, f, bias)
+    detail["down_proj"] = _linear(f, c, bias)
+    return detail
+
+
+def parameter_breakdown(config: ModelConfig) -> ParameterBreakdown:
+    """Count every parameter of ``config`` by component, without building the model."""
+    detail = layer_detail(config)
+    attention = sum(detail[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    ffn = sum(detail[k] for k in ("gate_proj", "up_proj", "down_proj") if k in detail)
+    vocab_matrix = config.vocab_size * config.d_model
+    return ParameterBreakdown(
+        name=config.name,
+        n_layers=config.n_layers,
+        token_embedding=vocab_matrix,
+        position_embedding=(
+            config.context_length * config.d_model if config.positional == "learned" else 0
+        ),
+        attention=attention,
+        ffn=ffn,
+        norms=detail["attn_norm"] + detail["ffn_norm"],
+        # Post-norm blocks already end in a norm, so only pre-norm models add a final one.
+        final_norm=_norm_params(config) if config.norm_placement == "pre" else 0,
+        head=0 if config.tie_embeddings else vocab_matrix,
+        head_tied=config.tie_embeddings,
+        layer_detail=detail,
+    )
+
+
+def count_parameters(config: ModelConfig, *, non_embedding: bool = False) -> int:
+    """Unique trainable parameters of ``config`` (equals ``sum(p.numel())`` of the model).
+
+    ``non_embedding=True`` drops the token and learned-position tables, like
+    ``TinyTransformer.num_parameters(exclude_embeddings=True)`` and Kaplan et al.'s ``N``.
+    """
+    breakdown = parameter_breakdown(config)
+    return breakdown.non_embedding if non_embedding else breakdown.total
+
+
+def _as_count(model: ModelConfig | int) -> int:
+    """A parameter count from a config or a plain number."""
+    if isinstance(model, ModelConfig):
+        return count_parameters(model)
+    if isinstance(model, bool) or not isinstance(model, int | float) or model < 0:
+        raise ValueError(f"expected a ModelConfig or a parameter count >= 0, got {model!r}.")
+    return int(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: weights, KV cache, attention matrices, training state, activations
+# --------------------------------------------------------------------------------------------
+
+
+def weight_bytes(model: ModelConfig | int, dtype: DType = "fp32", group_size: int | None = None) -> int:
+    """Bytes to store the weights in ``dtype``: parameters x bytes per number.
+
+    For int4/int8 with ``group_size`` set, add one fp16 scale per group of weights, as
+    group-wise quantization schemes store (e.g. 64 weights share one scale).
+    """
+    n = _as_count(model)
+    total = math.ceil(n * dtype_bytes(dtype))
+    if group_size is not None:
+        if group_size <= 0:
+            raise ValueError(f"group_size must be a positive integer, got {group_size}.")
+        total += 2 * math.ceil(n / group_size)
+    return total
+
+
+def weight_bytes_table(model: ModelConfig | int) -> dict[str, int]:
+    """Weight bytes in fp32, bf16, int8 and int4 (the quantization ladder)."""
+    return {name: weight_bytes(model, name) for name in ("fp32", "bf16", "int8", "int4")}
+
+
+def kv_cache_bytes(
+    config: ModelConfig,
+    batch_size: int = 1,
+    context_length: int | None = None,
+    dtype: DType = "fp32",
+) -> int:
+    """Bytes of keys and values cached for generation.
+
+    ``2 (K and V) x batch x context x layers x kv_heads x head_dim x bytes``: grouped-query and
+    multi-query attention shrink it by ``n_heads / kv_heads``.
+    """
+    context = config.context_length if context_length is None else context_length
+    numbers = 2 * batch_size * context * config.n_layers * config.kv_heads * config.head_dim
+    return math.ceil(numbers * dtype_bytes(dtype))
+
+
+def attention_matrix_bytes(
+    config: ModelConfig,
+    batch_size: int = 1,
+    context_length: int | None = None,
+    dtype: DType = "fp32",
+) -> int:
+    """Bytes of one layer's materialised attention scores: ``batch x heads x T x T x bytes``.
+
+    This is the tensor that fused ("flash") attention never stores, and the reason long
+    contexts blow up memory in a naive implementation.
+    """
+    context = config.context_length if context_length is None else context_length
+    return math.ceil(batch_size * config.n_heads * context * context * dtype_bytes(dtype))
+
+
+def _ffn_saved_widths(config: ModelConfig) -> int:
+    """How many (tokens x d_ff) tensors the feed-forward keeps for backward.
+
+    ReLU: its output (also the down projection's input). GELU: its input and its output.
+    SwiGLU: the gate pre-activation, silu(gate), the up projection and their product.
+    """
+    return {"relu": 1, "gelu": 2, "swiglu": 4}[config.activation]
+
+
+def layer_activation_bytes(
+    config: ModelConfig,
+    batch_size: int,
+    context_length: int | None = None,
+    dtype: DType = "fp32",
+    fused_attention: bool = True,
+) -> int:
+    """Bytes one block keeps for the backward pass (no recomputation).
+
+    Follows the accounting of Korthikanti et al. (2022, "Reducing Activation Recomputation in
+    Large Transformer Models", section 4.1), generalised to the course's switches. With
+    ``s`` tokens, ``b`` sequences, width ``h``, ``a`` heads, ``f = d_ff`` and ``e`` bytes per
+    activation, a block stores:
+
+    * ``8·sbh·e``: the inputs of the two norms, the attention input, Q, K and V (at full width:
+      like most implementations, the model repeats grouped K/V heads before attention), the
+      output projection's input and the feed-forward input;
+    * ``k·sbf·e`` with ``k`` from :func:`_ffn_saved_widths` (2 for GELU);
+    * attention: the ``a·s²·b`` softmax probabilities (explicit attention) or, for fused
+      attention, its output ``sbh·e`` plus a float32 log-sum-exp per row (``4·abs`` bytes);
+    * dropout (when ``config.dropout > 0``): 1-byte masks for the two residual branches
+      (``2·sbh``) and, for explicit attention, the probabilities' mask and dropped copy.
+
+    For GPT (GELU, ``f = 4h``, explicit attention, dropout, ``e = 2``) this is exactly the
+    paper's ``sbh·(34 + 5·a·s/h)`` bytes.
+    """
+    s = config.context_length if context_length is None else context_length
+    b, h, a, f = batch_size, config.d_model, config.n_heads, config.d_ff
+    e = dtype_bytes(dtype)
+    sbh, dropout = s * b * h, config.dropout > 0
+    total = (8 * sbh + _ffn_saved_widths(config) * s * b * f) * e
+    if fused_attention:
+        total += sbh * e + 4 * a * s * b
+    else:
+        probs = a * s * s * b
+        total += probs * e + (probs * (1 + e) if dropout else 0)
+    if dropout:
+        total += 2 * sbh
+    return math.ceil(total)
+
+
+def activation_bytes(
+    config: ModelConfig,
+    batch_size: int,
+    context_length: int | None = None,
+    dtype: DType = "fp32",
+    *,
+    checkpointing: bool = False,
+    fused_attention: bool = True,
+) -> int:
+    """Estimated bytes of activations saved for backward by a training step.
+
+    Blocks: ``n_layers x`` :func:`layer_activation_bytes`, or with (full) activation
+    checkpointing only each block's input (``sbh·e`` per layer) plus one block recomputed at a
+    time during backward. Output: the final norm's and the head's inputs, the logits
+    (``s·b·V·e``, returned to the caller) and cross-entropy's float32 log-probabilities
+    (``4·s·b·V``); for small models with big vocabularies this term dominates.
+    """
+    s = config.context_length if context_length is None else context_length
+    b, h, v = batch_size, config.d_model, config.vocab_size
+    e = dtype_bytes(dtype)
+    layer = layer_activation_bytes(config, b, s, dtype, fused_attention)
+    if checkpointing:
+        blocks = math.ceil(config.n_layers * s * b * h * e) + layer
+    else:
+        blocks = config.n_layers * layer
+    head_inputs = (2 if config.norm_placement == "pre" else 1) * s * b * h * e
+    embedding_dropout = s * b * h if config.dropout > 0 else 0
+    logits = s * b * v * e + 4 * s * b * v
+    return blocks + math.ceil(head_inputs + logits) + embedding_dropout
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of one AdamW training step, by kind."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    master_weights: int
+    activations: int
+
+    @property
+    def states(self) -> int:
+        """Everything proportional to the parameter count."""
+        return self.weights + self.gradients + self.optimizer + self.master_weights
+
+    @property
+    def total(self) -> int:
+        return self.states + self.activations
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "states": self.states, "total": self.total}
+
+
+def training_memory(
+    config: ModelConfig,
+    batch_size: int = 1,
+    context_length: int | None = None,
+    weight_dtype: DType = "fp32",
+    *,
+    master_weights: bool = False,
+    activation_dtype: DType | None = None,
+    checkpointing: bool = False,
+    fused_attention: bool = True,
+) -> TrainingMemory:
+    """Memory of training ``config`` with AdamW.
+
+    Weights and gradients are stored in ``weight_dtype``; AdamW keeps two float32 moments
+    (8 bytes per parameter); ``master_weights=True`` adds the float32 copy that mixed-precision
+    training updates (4 more bytes). Typical recipes per parameter: fp32 = 4 + 4 + 8 = 16 B;
+    bf16 with fp32 master weights = 2 + 2 + 8 + 4 = 16 B; pure bf16 = 2 + 2 + 8 = 12 B.
+    Activations (see :func:`activation_bytes`) default to ``weight_dtype``.
+    """
+    n = count_parameters(config)
+    return TrainingMemory(
+        weights=weight_bytes(n, weight_dtype),
+        gradients=weight_bytes(n, weight_dtype),
+        optimizer=weight_bytes(n, "fp32") * 2,
+        master_weights=weight_bytes(n, "fp32") if master_weights else 0,
+        activations=activation_bytes(
+            config,
+            batch_size,
+            context_length,
+            activation_dtype or weight_dtype,
+            checkpointing=checkpointing,
+            fused_attention=fused_attention,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Compute
+# --------------------------------------------------------------------------------------------
+
+
+def forward_flops_per_token(
+    config: ModelConfig,
+    context_length: int | None = None,
+    *,
+    attention: bool = True,
+) -> int:
+    """FLOPs of one token's forward pass: ``2N_matmul + 2·n_layers·context·d_model``.
+
+    ``N_matmul`` is every block parameter plus the ``d_model x vocab`` output head (which is
+    a matmul even when tied); the embedding lookup costs nothing. The attention term is
+    Kaplan et al.'s (2020): QK^T and AV each cost ``2·d_model`` FLOPs per visible key, and a
+    causal token sees ``context / 2`` keys on average. Set ``attention=False`` for plain 2N.
+    """
+    breakdown = parameter_breakdown(config)
+    matmul_params = breakdown.blocks + breakdown.final_norm + config.vocab_size * config.d_model
+    flops = 2 * matmul_params
+    if attention:
+        context = config.context_length if context_length is None else context_length
+        flops += 2 * config.n_layers * context * config.d_model
+    return flops
+
+
+def training_flops_per_token(
+    config: ModelConfig,
+    context_length: int | None = None,
+    *,
+    attention: bool = True,
+    recompute: bool = False,
+) -> int:
+    """Forward + backward FLOPs per token: 3x the forward (4x with activation recomputation)."""
+    passes = 4 if recompute else 3
+    return passes * forward_flops_per_token(config, context_length, attention=attention)
+
+
+def training_flops(
+    model: ModelConfig | int,
+    tokens: float,
+    context_length: int | None = None,
+    *,
+    attention: bool = True,
+) -> float:
+    """Total training compute for ``tokens`` tokens.
+
+    Given a parameter count: ``6ND``. Given a config: per-token training FLOPs (which include
+    the attention term unless ``attention=False``) times ``tokens``.
+    """
+    if isinstance(model, ModelConfig):
+        return training_flops_per_token(model, context_length, attention=attention) * tokens
+    return 6.0 * _as_count(model) * tokens
+
+
+def training_seconds(
+    flops: float, peak_tflops: float, mfu: float = 0.4, n_devices: int = 1
+) -> float:
+    """Wall-clock seconds to execute ``flops`` at ``mfu`` x peak on ``n_devices`` devices.
+
+    MFU (model FLOPs utilisation) is the fraction of the datasheet peak that does useful model
+    arithmetic; 30-50% is good for large models on GPUs, small models often manage far less.
+    """
+    if peak_tflops <= 0 or not 0 < mfu <= 1 or n_devices < 1:
+        raise ValueError(
+            f"need peak_tflops > 0, 0 < mfu <= 1 and n_devices >= 1; "
+            f"got {peak_tflops}, {mfu}, {n_devices}."
+        )
+    return flops / (peak_tflops * 1e12 * mfu * n_devices)
+
+
+def tokens_per_second(
+    config: ModelConfig,
+    peak_tflops: float,
+    mfu: float = 0.4,
+    n_devices: int = 1,
+    context_length: int | None = None,
+) -> float:
+    """Training throughput in tokens/s implied by a peak, an MFU and the per-token FLOPs."""
+    per_token = training_flops_per_token(config, context_length)
+    return 1.0 / training_seconds(per_token, peak_tflops, mfu, n_devices)
+
+
+def batches_per_epoch(n_examples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimizer steps in one pass over ``n_examples`` (a partial last batch counts unless
+    ``drop_last``, as in ``torch.utils.data.DataLoader``)."""
+    return n_examples // batch_size if drop_last else math.ceil(n_examples / batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Data and loss: Chinchilla
+# --------------------------------------------------------------------------------------------
+
+#: Hoffmann et al. (2022): compute-optimal training uses about 20 tokens per parameter.
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+
+
+@dataclass(frozen=True)
+class ChinchillaFit:
+    """The parametric loss ``L(N, D) = E + A / N**alpha + B / D**beta`` (nats per token)."""
+
+    E: float = 1.69
+    A: float = 406.4
+    B: float = 410.7
+    alpha: float = 0.34
+    beta: float = 0.28
+
+
+#: Hoffmann et al. (2022), "Approach 3" fitted constants.
+CHINCHILLA = ChinchillaFit()
+
+
+@dataclass(frozen=True)
+class ComputeOptimal:
+    """A model size and token count that spend a compute budget."""
+
+    params: float
+    tokens: float
+    flops: float
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.params
+
+
+def chinchilla_tokens(model: ModelConfig | int, tokens_per_param: float = 20.0) -> float:
+    """Compute-optimal training tokens for a model: about 20 per parameter."""
+    return tokens_per_param * _as_count(model)
+
+
+def chinchilla_optimal(compute_flops: float, tokens_per_param: float = 20.0) -> ComputeOptimal:
+    """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N``.
+
+    Substituting gives ``C = 120 N**2``, so ``N = sqrt(C / 120)``.
+    """
+    if compute_flops <= 0:
+        raise ValueError(f"compute_flops must be positive, got {compute_flops}.")
+    params = math.sqrt(compute_flops / (6.0 * tokens_per_param))
+    return ComputeOptimal(params, tokens_per_param * params, compute_flops)
+
+
+def chinchilla_loss(n_params: float, n_tokens: float, fit: ChinchillaFit = CHINCHILLA) -> float:
+    """Predicted loss (nats/token) of ``n_params`` trained on ``n_tokens``.
+
+    Fitted on Chinchilla's data and tokenizer for 70M-16B models: use it for trends and
+    ratios, not as a promise for another tokenizer or a 2M-parameter model.
+    """
+    if n_params <= 0 or n_tokens <= 0:
+        raise ValueError(f"n_params and n_tokens must be positive, got {n_params}, {n_tokens}.")
+    return fit.E + fit.A / n_params**fit.alpha + fit.B / n_tokens**fit.beta
+
+
+def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> ComputeOptimal:
+    """The N and D minimising :func:`chinchilla_loss` under ``C = 6ND`` (the fit's own optimum).
+
+    Setting the derivative to zero gives ``N = G (C/6)**(beta/(alpha+beta))`` with
+    ``G = (alpha A / (beta B))**(1/(alpha+beta))``; it differs from the 20-tokens rule because
+    the fit's exponents are not equal.
+    """
+    if compute_flops <= 0:
+        raise ValueError(f"compute_flops must be positive, got {compute_flops}.")
+    a, b = fit.alpha, fit.beta
+    g = (a * fit.A / (b * fit.B)) ** (1.0 / (a + b))
+    params = g * (compute_flops / 6.0) ** (b / (a + b))
+    return ComputeOptimal(params, compute_flops / (6.0 * params), compute_flops)
+
+
+def uniform_loss(vocab_size: int) -> float:
+    """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)."""
+    return math.log(vocab_size)
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``: the effective number of equally likely next tokens."""
+    return math.exp(loss)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _scaled(value: float, base: float, units: list[str], digits: int) -> tuple[str, str]:
+    """``value`` as a number with ``digits`` significant figures and the matching unit."""
+    magnitude = abs(value)
+    index = 0
+    while index + 1 < len(units) and magnitude >= base ** (index + 1):
+        index += 1
+    while True:
+        scaled = value / base**index
+        decimals = 0 if scaled == 0 else max(0, digits - 1 - math.floor(math.log10(abs(scaled))))
+        text = f"{scaled:.{decimals}f}"
+        # Rounding can carry into the next unit (999.96K -> "1000K"): move up one.
+        if abs(float(text)) >= base and index + 1 < len(units):
+            index += 1
+            continue
+        return text, units[index]
+
+
+def format_count(n: float, digits: int = 3) -> str:
+    """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures."""
+    if abs(n) < 1000:
+        return str(int(n)) if float(n).is_integer() else f"{n:.{digits}g}"
+    text, unit = _scaled(n, 1000.0, ["", "K", "M", "B", "T"], digits)
+    return f"{text}{unit}"
+
+
+def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
+    """``9_310_208 -> "9.31 MB"`` (decimal) or ``"8.88 MiB"`` with ``binary=True``."""
+    if binary:
+        units, base = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 1024.0
+    else:
+        units, base = ["B", "kB", "MB", "GB", "TB", "PB"], 1000.0
+    if abs(n) < base:
+        return f"{int(n)} B" if float(n).is_integer() else f"{n:.{digits}g} B"
+    text, unit = _scaled(n, base, units, digits)
+    return f"{text} {unit}"
+
+
+def format_flops(flops: float, digits: int = 3) -> str:
+    """``1.5e14 -> "150 TFLOP"`` (a count of operations; append "/s" yourself for a rate)."""
+    units = ["", "K", "M", "G", "T", "P", "E", "Z", "Y"]
+    text, unit = _scaled(flops, 1000.0, units, digits)
+    return f"{text} {unit}FLOP"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.2g} {unit}" if seconds / size < 10 else (
+                f"{seconds / size:.0f} {unit}"
+            )
+    if seconds >= 1:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds * 1000:.2g} ms"
+
+
+# --------------------------------------------------------------------------------------------
+# Everything at once
+# --------------------------------------------------------------------------------------------
+
+Precision = Literal["fp32", "mixed", "bf16"]
+
+
+@dataclass(frozen=True)
+class SizingSummary:
+    """Every sizing figure of one configuration (what the widget and the CLI show)."""
+
+    config: ModelConfig
+    batch_size: int
+    context_length: int
+    dtype: str
+    breakdown: ParameterBreakdown
+    weights: dict[str, int]
+    kv_cache: int
+    training: TrainingMemory
+    training_checkpointed: TrainingMemory
+    forward_flops_per_token: int
+    training_flops_per_token: int
+    chinchilla_tokens: float
+    tokens: float | None
+    training_flops: float | None
+    training_seconds: float | None
+    predicted_loss: float | None
+
+    @property
+    def parameters(self) -> int:
+        return self.breakdown.total
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable numbers."""
+        return {
+            "name": self.config.name,
+            "config": self.config.to_dict(),
+            "batch_size": self.batch_size,
+            "context_length": self.context_length,
+            "dtype": self.dtype,
+            "parameters": self.parameters,
+            "non_embedding_parameters": self.breakdown.non_embedding,
+            "breakdown": self.breakdown.as_rows(),
+            "weights_bytes": dict(self.weights),
+            "kv_cache_bytes": self.kv_cache,
+            "training_memory": self.training.as_dict(),
+            "training_memory_checkpointed": self.training_checkpointed.as_dict(),
+            "forward_flops_per_token": self.forward_flops_per_token,
+            "training_flops_per_token": self.training_flops_per_token,
+            "chinchilla_tokens": self.chinchilla_tokens,
+            "tokens": self.tokens,
+            "training_flops": self.training_flops,
+            "training_seconds": self.training_seconds,
+            "predicted_loss": self.predicted_loss,
+        }
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        """(label, human-readable value) pairs for a compact table."""
+        rows = [
+            ("parameters", format_count(self.parameters)),
+            (f"weights ({self.dtype})", format_bytes(self.weights[self.dtype])),
+            ("weights (int4)", format_bytes(self.weights["int4"])),
+            (
+                f"KV cache (batch {self.batch_size} x {self.context_length})",
+                format_bytes(self.kv_cache),
+            ),
+            ("training memory", format_bytes(self.training.total)),
+            ("  with checkpointing", format_bytes(self.training_checkpointed.total)),
+            ("forward FLOPs / token", format_flops(self.forward_flops_per_token)),
+            ("Chinchilla tokens (20/param)", format_count(self.chinchilla_tokens)),
+        ]
+        if self.training_flops is not None:
+            rows.append((f"training compute ({format_count(self.tokens)} tokens)",
+                         format_flops(self.training_flops)))  # fmt: skip
+        if self.training_seconds is not None:
+            rows.append(("training time", format_duration(self.training_seconds)))
+        if self.predicted_loss is not None:
+            rows.append(("Chinchilla-fit loss", f"{self.predicted_loss:.2f} nats"))
+        return rows
+
+
+def summary(
+    config: ModelConfig,
+    batch_size: int = 1,
+    dtype: DType = "fp32",
+    context_length: int | None = None,
+    *,
+    precision: Precision | None = None,
+    tokens: float | None = None,
+    peak_tflops: float | None = None,
+    mfu: float = 0.4,
+    n_devices: int = 1,
+) -> SizingSummary:
+    """All sizing figures for ``config`` at ``batch_size`` x ``context_length`` in ``dtype``.
+
+    ``precision`` chooses the training recipe: ``"fp32"``, ``"mixed"`` (bf16 weights and
+    activations with fp32 master weights) or ``"bf16"`` (pure bf16, fp32 Adam moments); by
+    default it follows ``dtype``. Given ``tokens`` it adds the training compute and the
+    Chinchilla-fit loss; given also ``peak_tflops`` it adds a training-time estimate.
+    """
+    dtype_name = canonical_dtype(dtype)
+    context = config.context_length if context_length is None else context_length
+    recipe = precision or ("fp32" if dtype_name == "fp32" else "mixed")
+    weight_dtype = "fp32" if recipe == "fp32" else "bf16"
+    memory_args = dict(
+        config=config,
+        batch_size=batch_size,
+        context_length=context,
+        weight_dtype=weight_dtype,
+        master_weights=recipe == "mixed",
+    )
+    breakdown = parameter_breakdown(config)
+    weights = weight_bytes_table(config)
+    weights.setdefault(dtype_name, weight_bytes(config, dtype_name))
+    flops = training_flops(config, tokens, context) if tokens is not None else None
+    seconds = None
+    if flops is not None and peak_tflops is not None:
+        seconds = training_seconds(flops, peak_tflops, mfu, n_devices)
+    return SizingSummary(
+        config=config,
+        batch_size=batch_size,
+        context_length=context,
+        dtype=dtype_name,
+        breakdown=breakdown,
+        weights=weights,
+        kv_cache=kv_cache_bytes(config, batch_size, context, dtype_name),
+        training=training_memory(**memory_args),
+        training_checkpointed=training_memory(**memory_args, checkpointing=True),
+        forward_flops_per_token=forward_flops_per_token(config, context),
+        training_flops_per_token=training_flops_per_token(config, context),
+        chinchilla_tokens=chinchilla_tokens(breakdown.total),
+        tokens=tokens,
+        training_flops=flops,
+        training_seconds=seconds,
+        predicted_loss=chinchilla_loss(breakdown.total, tokens) if tokens else None,
+    )
