@@ -682,17 +682,19 @@ class DataModule:
             raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
         if text is None and corpus is None:
             raise ValueError("give a corpus name/path/URL or text=")
-        self.tokenizer_spec = "char" if tokenizer is None else tokenizer
-        self.tokenizer: Tokenizer | None = (
-            None if isinstance(self.tokenizer_spec, str) else tokenizer
-        )  # type: ignore[assignment]
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_kind: str | None = None  # set when prepare() must train one
+        if tokenizer is None or isinstance(tokenizer, str):
+            self.tokenizer_kind = tokenizer or "char"
+        else:
+            self.tokenizer = tokenizer
         self.corpus, self.text, self.plays = corpus, text, plays
         self.context_length, self.batch_size = context_length, batch_size
         self.val_fraction, self.seed, self.requested_vocab_size = val_fraction, seed, vocab_size
         self.tokenizer_options = dict(tokenizer_options or {})
         self.corpus_info: CorpusInfo | None = None
-        self.train_tokens: np.ndarray | None = None
-        self.val_tokens: np.ndarray | None = None
+        self._train_tokens: np.ndarray | None = None
+        self._val_tokens: np.ndarray | None = None
         self._samplers: dict[str, RandomBatchSampler] = {}
         self._datasets: dict[str, TokenDataset] = {}
 
@@ -700,7 +702,8 @@ class DataModule:
     def _load_text(self) -> tuple[str, CorpusInfo]:
         if self.text is not None:
             return self.text, CorpusInfo.of("text", self.text)
-        corpus = os.fspath(self.corpus)  # type: ignore[arg-type]
+        assert self.corpus is not None
+        corpus = os.fspath(self.corpus)
         if corpus in CORPORA:
             loaded = load_corpus(corpus, plays=self.plays)
             return loaded.text, loaded.info
@@ -721,7 +724,7 @@ class DataModule:
                 raise ValueError(f"the corpus {info.name!r} is empty; there is nothing to train on")
             self.text, self.corpus_info = text, info
         if self.tokenizer is None:
-            kind = str(self.tokenizer_spec)
+            kind = self.tokenizer_kind or "char"
             assert self.text is not None
             cut = len(self.text) - round(len(self.text) * self.val_fraction)
             source = self.text if kind == "char" else self.text[:cut]
@@ -732,7 +735,7 @@ class DataModule:
 
     def setup(self) -> DataModule:
         """Encode the text once, split it contiguously and build the batch samplers."""
-        if self.train_tokens is not None:
+        if self._train_tokens is not None:
             return self
         self.prepare()
         assert self.tokenizer is not None and self.text is not None
@@ -741,7 +744,7 @@ class DataModule:
         self._check_length("training", train)
         if self.val_fraction > 0:
             self._check_length("validation", val)
-        self.train_tokens, self.val_tokens = train, val
+        self._train_tokens, self._val_tokens = train, val
         for split, toks, offset in (("train", train, 0), ("val", val, 1)):
             self._datasets[split] = TokenDataset(toks, self.context_length)
             if len(toks) > self.context_length:
@@ -759,6 +762,20 @@ class DataModule:
             )
 
     # -- access --------------------------------------------------------------------
+    @property
+    def train_tokens(self) -> np.ndarray:
+        """The training token stream (``uint16`` or ``int32``)."""
+        self.setup()
+        assert self._train_tokens is not None
+        return self._train_tokens
+
+    @property
+    def val_tokens(self) -> np.ndarray:
+        """The validation token stream (the text after the training part)."""
+        self.setup()
+        assert self._val_tokens is not None
+        return self._val_tokens
+
     @property
     def vocab_size(self) -> int:
         self.prepare()
@@ -822,8 +839,8 @@ class DataModule:
             "samplers": {k: s.state_dict() for k, s in self._samplers.items()},
             "context_length": self.context_length,
             "batch_size": self.batch_size,
-            "n_train_tokens": len(self.train_tokens),  # type: ignore[arg-type]
-            "n_val_tokens": len(self.val_tokens),  # type: ignore[arg-type]
+            "n_train_tokens": len(self.train_tokens),
+            "n_val_tokens": len(self.val_tokens),
             "corpus_sha256": self.corpus_info.sha256 if self.corpus_info else None,
         }
 
@@ -853,15 +870,15 @@ class DataModule:
             "corpus": self.corpus_info.name if self.corpus_info else None,
             "n_chars": self.corpus_info.n_chars if self.corpus_info else None,
             "vocab_size": self.vocab_size,
-            "train_tokens": len(self.train_tokens),  # type: ignore[arg-type]
-            "val_tokens": len(self.val_tokens),  # type: ignore[arg-type]
+            "train_tokens": len(self.train_tokens),
+            "val_tokens": len(self.val_tokens),
             "context_length": self.context_length,
             "batch_size": self.batch_size,
-            "dtype": str(self.train_tokens.dtype),  # type: ignore[union-attr]
+            "dtype": str(self.train_tokens.dtype),
         }
 
     def __repr__(self) -> str:
         return (
-            f"DataModule(corpus={self.corpus!r}, tokenizer={self.tokenizer_spec!r}, "
+            f"DataModule(corpus={self.corpus!r}, tokenizer={self.tokenizer_kind or self.tokenizer!r}, "
             f"context_length={self.context_length}, batch_size={self.batch_size})"
         )

@@ -119,9 +119,8 @@ def _write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
 
 def _as_int_list(ids: Iterable[int]) -> list[int]:
     """Accept lists, tuples, numpy arrays and 1-D tensors alike."""
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()  # type: ignore[union-attr]
-    return [int(i) for i in ids]
+    values = ids.tolist() if hasattr(ids, "tolist") else ids
+    return [int(i) for i in values]
 
 
 def _special_roles(specials: dict[str, int]) -> dict[str, int | None]:
@@ -285,11 +284,12 @@ def _split(pattern: regex.Pattern[str], text: str) -> Iterator[str]:
     pos = 0
     for m in pattern.finditer(text):
         start, end = m.span()
+        if end == start:  # zero-width matches carry no text
+            continue
         if start > pos:
             yield text[pos:start]
-        if end > start:
-            yield text[start:end]
-            pos = end
+        yield text[start:end]
+        pos = end
     if pos < len(text):
         yield text[pos:]
 
@@ -517,10 +517,20 @@ class BPETokenizer:
         self._cache[chunk] = syms
         return syms
 
+    def _chunks(self, text: str) -> list[str]:
+        """Pre-tokenize; ``findall`` is the fast path when its matches tile the text."""
+        if self._pattern.groups == 0:
+            chunks = self._pattern.findall(text)
+            if sum(map(len, chunks)) == len(text):
+                return chunks
+        return list(_split(self._pattern, text))
+
     def _encode_ordinary(self, text: str) -> list[int]:
         out: list[int] = []
-        for chunk in _split(self._pattern, text):
-            out.extend(self._encode_chunk(chunk))
+        cache, encode_chunk = self._cache, self._encode_chunk
+        for chunk in self._chunks(text):
+            ids = cache.get(chunk)
+            out.extend(encode_chunk(chunk) if ids is None else ids)
         return out
 
     def encode(self, text: str, allowed_special: Iterable[str] | Literal["all"] = ()) -> list[int]:
@@ -735,16 +745,19 @@ class SentencePieceTokenizer:
     def vocab_size(self) -> int:
         return int(self._sp.get_piece_size())
 
-    def _check_specials(self, add_bos: bool, add_eos: bool) -> None:
-        if add_bos and self.bos_id is None:
-            raise ValueError("add_bos=True but this model has no BOS token (bos_id=None)")
-        if add_eos and self.eos_id is None:
-            raise ValueError("add_eos=True but this model has no EOS token (eos_id=None)")
+    @staticmethod
+    def _required(token_id: int | None, name: str) -> int:
+        if token_id is None:
+            raise ValueError(
+                f"add_{name.lower()}=True but this model has no {name} token; train it with "
+                f"{name.lower()}_id set"
+            )
+        return token_id
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Text -> ids, optionally wrapped in BOS/EOS."""
-        self._check_specials(add_bos, add_eos)
-        ids: list[int] = [self.bos_id] if add_bos else []  # type: ignore[list-item]
+        ids: list[int] = [self._required(self.bos_id, "BOS")] if add_bos else []
+        eos = self._required(self.eos_id, "EOS") if add_eos else None
         if self.newline_id is None:
             ids.extend(self._sp.encode(text))
         else:
@@ -752,8 +765,8 @@ class SentencePieceTokenizer:
                 if k:
                     ids.append(self.newline_id)
                 ids.extend(line_ids)
-        if add_eos:
-            ids.append(self.eos_id)  # type: ignore[arg-type]
+        if eos is not None:
+            ids.append(eos)
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
