@@ -96,7 +96,7 @@ def sync(chapter: Path) -> bool:
     badges = nbformat.v4.new_markdown_cell(badges_source(chapter))
     setup = nbformat.v4.new_code_cell(setup_source())
     setup.metadata["tags"] = ["hide-output"]
-    new_cells = cells[:title_index] + [badges, setup] + cells[title_index:]
+    new_cells = [*cells[:title_index], badges, setup, *cells[title_index:]]
     changed = [c.source for c in new_cells] != [c.source for c in nb.cells]
     if changed:
         for old, new in zip(nb.cells, new_cells, strict=False):
@@ -109,7 +109,11 @@ def sync(chapter: Path) -> bool:
 
 def new(chapter: Path, title: str) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}")]
     _write(nb, chapter)
     sync(chapter)
@@ -127,7 +131,10 @@ def _trim_outputs(nb) -> None:
                 data.pop(mime, None)
             if "text/html" in data and len("".join(data["text/html"])) > MAX_OUTPUT_CHARS:
                 data.pop("text/html")
-            if output.get("output_type") == "stream" and len(output.get("text", "")) > MAX_OUTPUT_CHARS:
+            if (
+                output.get("output_type") == "stream"
+                and len(output.get("text", "")) > MAX_OUTPUT_CHARS
+            ):
                 output["text"] = output["text"][:MAX_OUTPUT_CHARS] + "\n[... trimmed]\n"
             if output.get("output_type") in ("display_data", "execute_result") and not data:
                 continue
@@ -145,7 +152,10 @@ def execute(chapter: Path, timeout: int = 900) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(chapter.parent)}}
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(chapter.parent)}},
         ).execute()
     finally:
         if env_backup is None:

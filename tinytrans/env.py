@@ -40,7 +40,7 @@ def seed_everything(seed: int) -> None:
 
 
 def platform_name() -> str:
-    """"colab", "kaggle" or "local" — some setup advice differs between them."""
+    """ "colab", "kaggle" or "local" — some setup advice differs between them."""
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "colab"
     if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.path.isdir("/kaggle/working"):

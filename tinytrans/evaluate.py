@@ -134,9 +134,7 @@ def estimate_loss(
 
 
 @torch.no_grad()
-def loss_sums(
-    model: nn.Module, batches: Iterable[Any], autocast: Any = None
-) -> tuple[float, int]:
+def loss_sums(model: nn.Module, batches: Iterable[Any], autocast: Any = None) -> tuple[float, int]:
     """``(summed token loss, token count)`` over ``batches`` of ``(x, y)``; eval mode inside."""
     device = _model_device(model)
     was_training = model.training

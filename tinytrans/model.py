@@ -111,7 +111,7 @@ class ModelConfig:
 
     @property
     def attention_kind(self) -> str:
-        """"MHA", "GQA" or "MQA" — how many query heads share one key/value head."""
+        """ "MHA", "GQA" or "MQA" — how many query heads share one key/value head."""
         if self.kv_heads == self.n_heads:
             return "MHA"
         return "MQA" if self.kv_heads == 1 else "GQA"
@@ -125,7 +125,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}.")
+            raise ValueError(
+                f"Unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}."
+            )
         return cls(**data)
 
     def to_json(self) -> str:
@@ -334,7 +336,9 @@ class KVCache:
         self.max_len = max_len or config.context_length
         shape = (batch_size, config.kv_heads, self.max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)
+        ]
         self.length = 0
 
     @property
@@ -658,7 +662,10 @@ class TinyTransformer(nn.Module):
                 f"equal to the model's?"
             )
         total = idx.shape[1] + (cache.length if cache is not None else 0)
-        if self.config.positional in ("learned", "sinusoidal") and total > self.config.context_length:
+        if (
+            self.config.positional in ("learned", "sinusoidal")
+            and total > self.config.context_length
+        ):
             raise ValueError(
                 f"sequence of {total} tokens exceeds context_length "
                 f"{self.config.context_length} ({self.config.positional} positions have no "

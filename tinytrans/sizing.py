@@ -245,7 +245,9 @@ def _as_count(model: ModelConfig | int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def weight_bytes(model: ModelConfig | int, dtype: DType = "fp32", group_size: int | None = None) -> int:
+def weight_bytes(
+    model: ModelConfig | int, dtype: DType = "fp32", group_size: int | None = None
+) -> int:
     """Bytes to store the weights in ``dtype``: parameters x bytes per number.
 
     For int4/int8 with ``group_size`` set, add one fp16 scale per group of weights, as
@@ -321,12 +323,13 @@ def layer_activation_bytes(
 
     * ``8·sbh·e``: the inputs of the two norms, the attention input, Q, K and V (at full width:
       like most implementations, the model repeats grouped K/V heads before attention), the
-      output projection's input and the feed-forward input;
+      attention output (the output projection's input) and the feed-forward input;
     * ``k·sbf·e`` with ``k`` from :func:`_ffn_saved_widths` (2 for GELU);
     * attention: the ``a·s²·b`` softmax probabilities (explicit attention) or, for fused
-      attention, its output ``sbh·e`` plus a float32 log-sum-exp per row (``4·abs`` bytes);
+      attention, only a float32 log-sum-exp per row (``4·abs`` bytes);
     * dropout (when ``config.dropout > 0``): 1-byte masks for the two residual branches
       (``2·sbh``) and, for explicit attention, the probabilities' mask and dropped copy.
+      (PyTorch's CPU fused kernel does not do dropout and falls back to explicit attention.)
 
     For GPT (GELU, ``f = 4h``, explicit attention, dropout, ``e = 2``) this is exactly the
     paper's ``sbh·(34 + 5·a·s/h)`` bytes.
@@ -337,7 +340,7 @@ def layer_activation_bytes(
     sbh, dropout = s * b * h, config.dropout > 0
     total = (8 * sbh + _ffn_saved_widths(config) * s * b * f) * e
     if fused_attention:
-        total += sbh * e + 4 * a * s * b
+        total += 4 * a * s * b
     else:
         probs = a * s * s * b
         total += probs * e + (probs * (1 + e) if dropout else 0)
@@ -562,12 +565,16 @@ class ComputeOptimal:
         return self.tokens / self.params
 
 
-def chinchilla_tokens(model: ModelConfig | int, tokens_per_param: float = 20.0) -> float:
+def chinchilla_tokens(
+    model: ModelConfig | int, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> float:
     """Compute-optimal training tokens for a model: about 20 per parameter."""
     return tokens_per_param * _as_count(model)
 
 
-def chinchilla_optimal(compute_flops: float, tokens_per_param: float = 20.0) -> ComputeOptimal:
+def chinchilla_optimal(
+    compute_flops: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
+) -> ComputeOptimal:
     """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N``.
 
     Substituting gives ``C = 120 N**2``, so ``N = sqrt(C / 120)``.
@@ -621,25 +628,22 @@ def perplexity(loss: float) -> float:
 
 def _scaled(value: float, base: float, units: list[str], digits: int) -> tuple[str, str]:
     """``value`` as a number with ``digits`` significant figures and the matching unit."""
-    magnitude = abs(value)
     index = 0
-    while index + 1 < len(units) and magnitude >= base ** (index + 1):
+    while index + 1 < len(units) and abs(value) >= base ** (index + 1):
         index += 1
     while True:
-        scaled = value / base**index
-        decimals = 0 if scaled == 0 else max(0, digits - 1 - math.floor(math.log10(abs(scaled))))
-        text = f"{scaled:.{decimals}f}"
-        # Rounding can carry into the next unit (999.96K -> "1000K"): move up one.
-        if abs(float(text)) >= base and index + 1 < len(units):
+        scaled = float(f"{value / base**index:.{digits}g}")
+        if abs(scaled) >= base and index + 1 < len(units):  # 999.96K rounds up to 1.00M
             index += 1
             continue
-        return text, units[index]
+        magnitude = math.floor(math.log10(abs(scaled))) if scaled else 0
+        return f"{scaled:.{max(0, digits - 1 - magnitude)}f}", units[index]
 
 
 def format_count(n: float, digits: int = 3) -> str:
     """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures."""
-    if abs(n) < 1000:
-        return str(int(n)) if float(n).is_integer() else f"{n:.{digits}g}"
+    if abs(n) < 1000 and float(n).is_integer():
+        return str(int(n))
     text, unit = _scaled(n, 1000.0, ["", "K", "M", "B", "T"], digits)
     return f"{text}{unit}"
 
@@ -650,16 +654,21 @@ def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
         units, base = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 1024.0
     else:
         units, base = ["B", "kB", "MB", "GB", "TB", "PB"], 1000.0
-    if abs(n) < base:
-        return f"{int(n)} B" if float(n).is_integer() else f"{n:.{digits}g} B"
+    if abs(n) < base and float(n).is_integer():
+        return f"{int(n)} B"
     text, unit = _scaled(n, base, units, digits)
     return f"{text} {unit}"
 
 
 def format_flops(flops: float, digits: int = 3) -> str:
-    """``1.5e14 -> "150 TFLOP"`` (a count of operations; append "/s" yourself for a rate)."""
-    units = ["", "K", "M", "G", "T", "P", "E", "Z", "Y"]
-    text, unit = _scaled(flops, 1000.0, units, digits)
+    """``1.5e14 -> "150 TFLOP"``; beyond peta, scientific: ``3.15e23 -> "3.15e23 FLOP"``.
+
+    A count of operations; append "/s" yourself for a rate.
+    """
+    if abs(flops) >= 1e18:
+        mantissa, exponent = f"{flops:.{digits - 1}e}".split("e")
+        return f"{mantissa}e{int(exponent)} FLOP"
+    text, unit = _scaled(flops, 1000.0, ["", "K", "M", "G", "T", "P"], digits)
     return f"{text} {unit}FLOP"
 
 
@@ -667,8 +676,10 @@ def format_duration(seconds: float) -> str:
     """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``."""
     for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds / size:.2g} {unit}" if seconds / size < 10 else (
-                f"{seconds / size:.0f} {unit}"
+            return (
+                f"{seconds / size:.2g} {unit}"
+                if seconds / size < 10
+                else (f"{seconds / size:.0f} {unit}")
             )
     if seconds >= 1:
         return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"

@@ -15,6 +15,7 @@ tests all read the same figures:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,7 +203,8 @@ def induction_scores(
         raise ValueError(f"induction probe length {n} must be >= 2 and fit twice in the context.")
     weights, _ = _run_attention(model, repeated_sequence(config.vocab_size, n, batch, seed))
     t = np.arange(n, 2 * n)
-    return weights[:, :, :, t, t - n + 1].mean(axis=(2, 3)).astype(np.float32)
+    # weights: (layers, batch, heads, 2n, 2n) -> mean over batch and positions -> (layers, heads)
+    return weights[:, :, :, t, t - n + 1].mean(axis=(1, 3)).astype(np.float32)
 
 
 def attention_records(
@@ -233,7 +235,7 @@ def entropy_nats(probs: np.ndarray) -> float:
     """Shannon entropy in nats of a probability vector (zeros contribute nothing)."""
     p = np.asarray(probs, dtype=np.float64)
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return max(0.0, float(-(p * np.log(p)).sum()))  # never "-0.000" for a one-hot
 
 
 def mulberry32(seed: int):
@@ -261,13 +263,20 @@ def sample_counts(probs: Sequence[float], n: int, seed: int = 0) -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if n < 0 or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
         raise ValueError("sample_counts needs n >= 0 and a non-negative, non-zero distribution.")
-    cdf = np.cumsum(p / p.sum())
+    values = [float(x) for x in p]
+    total = 0.0
+    for x in values:  # sequential sums, exactly as the JavaScript adds them
+        total += x
+    cdf, acc = [], 0.0
+    for x in values:
+        acc += x / total
+        cdf.append(acc)
     last = int(np.flatnonzero(p > 0)[-1])
     rand = mulberry32(seed)
     counts = np.zeros(len(p), dtype=np.int64)
     for _ in range(n):
         u = rand()
-        index = min(int(np.searchsorted(cdf, u, side="right")), last)
+        index = min(bisect.bisect_right(cdf, u), last)
         while p[index] == 0:  # never land on a zero-probability token at a float boundary
             index += 1
         counts[index] += 1
@@ -281,3 +290,245 @@ def log_sum_exp(values: np.ndarray) -> float:
     if not math.isfinite(top):
         return float(top)
     return float(top + np.log(np.exp(v - top).sum()))
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class GreedyPath:
+    """A prompt and its greedy continuation: step ``s`` predicts the token after
+    ``contexts[s]`` from ``logits[s]`` (the model's raw next-token logits, float32)."""
+
+    prompt: str
+    contexts: list[list[int]]
+    logits: list[np.ndarray]
+    chosen: list[int]
+
+
+def greedy_path(
+    model: torch.nn.Module, tokenizer: Any, prompt: str, n_steps: int = 8
+) -> GreedyPath:
+    """Run ``n_steps`` greedy steps from ``prompt`` and keep each step's logits."""
+    from tinytrans.generate import SamplingConfig, step_distributions
+
+    context = list(tokenizer.encode(prompt))
+    if not context:
+        raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
+    contexts, logits, chosen = [], [], []
+    for _ in range(n_steps):
+        model_stage = step_distributions(model, context, SamplingConfig()).stages["model"]
+        row = model_stage.logits.detach().float().cpu().numpy()
+        contexts.append(list(context))
+        logits.append(row)
+        chosen.append(int(np.argmax(row)))
+        context = [*context, chosen[-1]]
+    return GreedyPath(prompt, contexts, logits, chosen)
+
+
+def sampling_config(
+    method: str = "sample",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+) -> Any:
+    """A :class:`tinytrans.generate.SamplingConfig` from widget values (0 / 1.0 = "off").
+
+    Greedy decoding is temperature 0 (argmax); beam search ranks continuations by the model's
+    own log-probabilities, so it shows the T = 1 distribution without filters."""
+    from tinytrans.generate import SamplingConfig
+
+    if method == "greedy":
+        return SamplingConfig(temperature=0.0)
+    if method == "beam":
+        return SamplingConfig()
+    return SamplingConfig(
+        temperature=float(temperature),
+        top_k=int(top_k) if top_k else None,
+        top_p=float(top_p) if top_p is not None and top_p < 1.0 else None,
+        min_p=float(min_p) if min_p else None,
+    )
+
+
+@dataclass
+class SamplingView:
+    """What the sampling view draws for one step and one setting (all arrays length V)."""
+
+    base: np.ndarray  # model probabilities at T = 1
+    tempered: np.ndarray  # after temperature
+    final: np.ndarray  # after every filter (renormalised)
+    kept: np.ndarray  # bool: survives the filters
+    curve_stage: str  # the distribution top-p sees, for the cumulative curve
+    curve: np.ndarray  # its probabilities sorted descending, cumulated
+    top_p: float | None
+    stages: list[str]
+    p_kept: int | None = None  # tokens the top-p stage keeps
+    counts: np.ndarray | None = None  # "sample N" histogram of ``final``
+
+    @property
+    def entropy_base(self) -> float:
+        return entropy_nats(self.base)
+
+    @property
+    def entropy_final(self) -> float:
+        return entropy_nats(self.final)
+
+    @property
+    def effective_vocab(self) -> float:
+        """exp(entropy): the number of equally likely tokens with the same uncertainty."""
+        return math.exp(self.entropy_final)
+
+    @property
+    def num_kept(self) -> int:
+        return int(self.kept.sum())
+
+    def top_tokens(self, n: int = 12) -> list[int]:
+        """Token ids ranked by the T = 1 probability (ties: lower id first)."""
+        return [int(i) for i in np.lexsort((np.arange(len(self.base)), -self.base))[:n]]
+
+
+def sampling_view(
+    logits: np.ndarray | torch.Tensor,
+    config: Any,
+    *,
+    sample_n: int = 0,
+    seed: int = 0,
+) -> SamplingView:
+    """Per-stage distributions of one step via :func:`tinytrans.generate.filter_stages`."""
+    from tinytrans.generate import filter_stages
+
+    stages = filter_stages(torch.as_tensor(np.asarray(logits, dtype=np.float32)), config).stages
+    names = list(stages)
+    probs = {k: v.probs.double().numpy() for k, v in stages.items()}
+    before_p = names[names.index("top-p") - 1] if "top-p" in names else "temperature"
+    curve = np.cumsum(np.sort(probs[before_p])[::-1])
+    final = stages[names[-1]]
+    view = SamplingView(
+        base=probs["model"],
+        tempered=probs["temperature"],
+        final=probs[names[-1]],
+        kept=final.kept.numpy().copy(),
+        curve_stage=before_p,
+        curve=curve,
+        top_p=config.top_p,
+        stages=names,
+        p_kept=stages["top-p"].num_kept if "top-p" in stages else None,
+    )
+    if sample_n:
+        view.counts = sample_counts(view.final, sample_n, seed)
+    return view
+
+
+def beam_tree(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    context: Sequence[int],
+    num_beams: int = 2,
+    depth: int = 4,
+    eos_id: int | None = None,
+) -> dict[str, Any]:
+    """:func:`tinytrans.generate.beam_search` from ``context`` as JSON-ready nested data:
+    per step the scored candidates (parent index, token label, cumulative log-probability,
+    status kept/pruned/finished) and the final ranked beams."""
+    from tinytrans.generate import beam_search
+
+    beams, tree = beam_search(
+        model, list(context), num_beams=num_beams, max_new_tokens=depth,
+        eos_id=eos_id, return_tree=True,
+    )  # fmt: skip
+    steps = [
+        [
+            {
+                "parent": c.parent,
+                "token": c.token,
+                "label": display_piece(tokenizer.id_to_piece(c.token)),
+                "log_prob": round(float(c.log_prob), 6),
+                "score": round(float(c.score), 6),
+                "status": c.status,
+            }
+            for c in candidates
+        ]
+        for candidates in tree.steps
+    ]
+    best = [
+        {
+            "text": "".join(display_piece(tokenizer.id_to_piece(i)) for i in b.ids),
+            "log_prob": round(float(b.log_prob), 6),
+            "score": round(float(b.score), 6),
+        }
+        for b in beams
+    ]
+    return {"num_beams": num_beams, "steps": steps, "best": best, "expanded": list(tree.expanded)}
+
+
+# ----------------------------------------------------------------------------- sizing
+
+#: Optimizer state relative to AdamW's two float32 moments (sizing.training_memory).
+OPTIMIZER_STATE = {"adamw": 1.0, "sgd-momentum": 0.5, "sgd": 0.0}
+PRECISIONS = ("fp32", "mixed", "bf16")
+
+
+def sizing_figures(
+    config: Any,
+    batch_size: int = 8,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    checkpointing: bool = False,
+    tokens: float | None = None,
+    device: str | None = None,
+    mfu: float = 0.4,
+) -> dict[str, Any]:
+    """Parameters, memory and compute of ``config`` from :func:`tinytrans.sizing.summary`.
+
+    ``precision``: "fp32", "mixed" (bf16 + fp32 master weights) or "bf16". ``optimizer``
+    scales AdamW's 8 bytes/parameter of state (SGD with momentum keeps one fp32 buffer, plain
+    SGD none). ``tokens`` defaults to Chinchilla's 20 per parameter; ``device`` names a row of
+    :data:`tinytrans.sizing.PEAK_TFLOPS` for the time estimate.
+    """
+    from tinytrans import sizing
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if optimizer not in OPTIMIZER_STATE:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_STATE)}, got {optimizer!r}.")
+    device = device or next(iter(sizing.PEAK_TFLOPS))
+    dtype = "fp32" if precision == "fp32" else "bf16"
+    n = sizing.count_parameters(config)
+    tokens = sizing.chinchilla_tokens(n) if tokens is None else float(tokens)
+    s = sizing.summary(
+        config, batch_size, dtype, precision=precision, tokens=tokens,
+        peak_tflops=sizing.PEAK_TFLOPS[device], mfu=mfu,
+    )  # fmt: skip
+    memory = (s.training_checkpointed if checkpointing else s.training).as_dict()
+    memory["optimizer"] = math.ceil(memory["optimizer"] * OPTIMIZER_STATE[optimizer])
+    memory["states"] = sum(
+        memory[k] for k in ("weights", "gradients", "optimizer", "master_weights")
+    )
+    memory["total"] = memory["states"] + memory["activations"]
+    return {
+        "parameters": s.parameters,
+        "non_embedding": s.breakdown.non_embedding,
+        "breakdown": s.breakdown.as_rows(),
+        "memory": memory,
+        "kv_cache": s.kv_cache,
+        "weights_inference": s.weights[dtype],
+        "forward_flops_per_token": s.forward_flops_per_token,
+        "training_flops_per_token": s.training_flops_per_token,
+        "tokens": tokens,
+        "training_flops": s.training_flops,
+        "six_nd": 6.0 * s.parameters * tokens,
+        "training_seconds": s.training_seconds,
+        "chinchilla_tokens": s.chinchilla_tokens,
+        "predicted_loss": s.predicted_loss,
+        "dtype": dtype,
+    }
+
+
+def measure_parameters(config: Any) -> int:
+    """Build the real model on the ``meta`` device (no memory used) and count its parameters."""
+    from tinytrans.model import TinyTransformer
+
+    with torch.device("meta"):
+        model = TinyTransformer(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,812 @@
+"""Every number the course's source notes (the "seeds") work out by hand, recomputed.
+
+Each :class:`SeedCheck` pairs a figure a seed states (quoted as a constant: the seed's claim)
+with the same quantity computed by :mod:`tinytrans.sizing`. ``ok`` says whether the claim is
+right within the seed's own rounding (less than one unit of the last digit it printed, so
+both rounded and truncated figures pass), or within +-50% for figures it presents as rough
+estimates of memory. The book's errata appendix renders
+:func:`errata_rows`; ``tests/test_sizing.py`` pins every computed value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tinytrans import sizing as S
+from tinytrans.model import ModelConfig
+
+#: The seeds by id, as titled in their first heading.
+SEED_TITLES: dict[str, str] = {
+    "000": "Designing a Large Language Model (LLM)",
+    "001": "Model Architecture Basics",
+    "003": "Architecture Decisions - Backed by Papers",
+    "004": "Training Guide: Understanding LLM Training from Corpus to Deployment",
+}
+
+
+@dataclass(frozen=True)
+class SeedCheck:
+    """One figure a seed states, next to the value tinytrans computes for it.
+
+    ``claimed`` is the seed's figure (or range) in base units (parameters, bytes, seconds, ...);
+    ``correct`` is computed by :mod:`tinytrans.sizing`; ``unit`` says how to print both.
+    """
+
+    seed: str
+    location: str
+    quantity: str
+    claim: str
+    claimed: float | tuple[float, float]
+    correct: float
+    unit: str
+    tolerance: float
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when ``correct`` lies strictly within ``tolerance`` of the claim (or range)."""
+        low, high = self.claimed if isinstance(self.claimed, tuple) else (self.claimed,) * 2
+        return low - self.tolerance < self.correct < high + self.tolerance
+
+    def as_row(self) -> dict[str, str]:
+        """Formatted strings for a table."""
+        if isinstance(self.claimed, tuple):
+            claimed = " to ".join(format_value(v, self.unit) for v in self.claimed)
+        else:
+            claimed = format_value(self.claimed, self.unit)
+        return {
+            "seed": self.seed,
+            "location": self.location,
+            "quantity": self.quantity,
+            "claim": self.claim,
+            "claimed": claimed,
+            "correct": format_value(self.correct, self.unit),
+            "verdict": "ok" if self.ok else "wrong",
+            "note": self.note,
+        }
+
+
+def format_value(value: float, unit: str) -> str:
+    """Human-readable ``value`` in ``unit`` (params, bytes, FLOPs, s, %, x, nats, ...)."""
+    if unit == "batches":
+        return f"{value:,.0f}"
+    if unit in ("params", "tokens"):
+        return S.format_count(value)
+    if unit == "bytes":
+        return S.format_bytes(value)
+    if unit == "bytes (binary)":
+        return S.format_bytes(value, binary=True)
+    if unit == "FLOPs":
+        return S.format_flops(value)
+    if unit == "s":
+        return S.format_duration(value)
+    if unit == "GPU-hours":
+        return f"{S.format_count(value)} GPU-hours"
+    if unit == "tokens/s":
+        return f"{S.format_count(value)} tokens/s"
+    if unit == "%":
+        return f"{value:.1f}%"
+    if unit == "x":
+        return f"{value:,.0f}x" if abs(value) >= 100 else f"{value:.3g}x"
+    if unit == "MiB":
+        return f"{value:.3g} MiB"
+    if unit == "nats":
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations the seeds discuss that are not presets
+# --------------------------------------------------------------------------------------------
+
+_LLAMA = dict(positional="rope", norm="rmsnorm", activation="swiglu", bias=False)
+
+
+def gpt3_config() -> ModelConfig:
+    """GPT-3 175B (Brown et al. 2020, Table 2.1): GPT-2's layout at 96 x 12288."""
+    return ModelConfig(
+        vocab_size=50257, context_length=2048, d_model=12288, n_layers=96, n_heads=96,
+        d_ff=49152, positional="learned", norm="layernorm", activation="gelu", bias=True,
+        tie_embeddings=True, name="gpt3-175b",
+    )  # fmt: skip
+
+
+def llama31_8b_config() -> ModelConfig:
+    """Llama-3.1-8B: 32 x 4096, GQA with 8 KV heads, SwiGLU 14336, 128K vocabulary, untied."""
+    return ModelConfig(
+        vocab_size=128256, context_length=8192, d_model=4096, n_layers=32, n_heads=32,
+        n_kv_heads=8, d_ff=14336, **_LLAMA, tie_embeddings=False, rope_theta=500000.0,
+        name="llama3.1-8b",
+    )  # fmt: skip
+
+
+def seed003_option(letter: str) -> ModelConfig:
+    """Seed 003's alternatives to its 40M design: B (deep, 24 x 256) and C (classic, 8 x 384)."""
+    if letter == "B":
+        return ModelConfig(
+            vocab_size=50257, context_length=1024, d_model=256, n_layers=24, n_heads=8,
+            d_ff=682, **_LLAMA, tie_embeddings=True, name="seed-40m-option-b",
+        )  # fmt: skip
+    if letter == "C":
+        return ModelConfig(
+            vocab_size=50257, context_length=1024, d_model=384, n_layers=8, n_heads=6,
+            d_ff=1536, positional="rope", norm="layernorm", activation="gelu", bias=False,
+            tie_embeddings=True, name="seed-40m-option-c",
+        )  # fmt: skip
+    raise ValueError(f"seed 003 has options 'B' and 'C', got {letter!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# The checks, seed by seed
+# --------------------------------------------------------------------------------------------
+
+
+Claim = float | tuple[float, float]
+
+
+def _check(
+    seed: str,
+    location: str,
+    quantity: str,
+    claim: str,
+    claimed: Claim,
+    correct: float,
+    unit: str,
+    step: float,
+    note: str = "",
+) -> SeedCheck:
+    """A check within ``step``, one unit of the claim's last printed digit (65,536 may be
+    written 65K or 66K, but not 64K)."""
+    return SeedCheck(seed, location, quantity, claim, claimed, float(correct), unit, step, note)
+
+
+def _estimate(
+    seed: str,
+    location: str,
+    quantity: str,
+    claim: str,
+    claimed: Claim,
+    correct: float,
+    unit: str,
+    note: str = "",
+) -> SeedCheck:
+    """A check of a rough estimate: ok within +-50% of the claimed value (or range)."""
+    high = max(claimed) if isinstance(claimed, tuple) else claimed
+    return SeedCheck(seed, location, quantity, claim, claimed, float(correct), unit, high / 2, note)
+
+
+def _seed000() -> list[SeedCheck]:
+    tiny, gpt2, gpt3 = (
+        ModelConfig.preset("seed-tiny"),
+        ModelConfig.preset("gpt2-small"),
+        gpt3_config(),
+    )
+    bt, b3 = S.parameter_breakdown(tiny), S.parameter_breakdown(gpt3)
+    n_tiny, n_gpt2, n_gpt3 = bt.total, S.count_parameters(gpt2), b3.total
+    loc_table, loc_mem = "Scaling Laws table", "Sizing Impact: Memory Calculation"
+    seed_time = S.training_seconds(S.training_flops(2_500_000, 10e6), 36, mfu=0.5)
+    gpt3_hours = S.training_seconds(S.training_flops(175e9, 300e9), 312, mfu=0.5) / 3600
+    mqa_saving = 1 - S.kv_cache_bytes(tiny.replace(n_kv_heads=1)) / S.kv_cache_bytes(tiny)
+    c = _check
+    return [
+        c("000", "Core Concepts", "token embedding, 8,000 x 128", "= 1,024,000 parameters",
+          1_024_000, bt.token_embedding, "params", 1),
+        c("000", loc_table, "TinyTransformer embeddings (input + output)",
+          "2 x vocab x d_model: 2.0M", 2.0e6, bt.token_embedding + bt.head, "params", 0.1e6),
+        c("000", loc_table, "TinyTransformer attention per layer", "4 x d_model^2: 66K",
+          66e3, bt.attention, "params", 1e3),
+        c("000", loc_table, "TinyTransformer FFN per layer", "2 x d_model x dim_ff: 132K",
+          132e3, bt.ffn, "params", 1e3, "2 x 128 x 256 = 65,536; 132K would need dim_ff = 512."),
+        c("000", loc_table, "TinyTransformer total", "2.5M", 2.5e6, n_tiny, "params", 0.1e6,
+          "The seed's own components sum to 2,327,552 (see seed 004)."),
+        c("000", loc_table, "GPT-3 embeddings (input + output)", "12.8B", 12.8e9,
+          2 * b3.token_embedding, "params", 0.1e9,
+          "2 x 50,257 x 12,288; GPT-3 ties them, so 618M unique."),
+        c("000", loc_table, "GPT-3 attention per layer", "4 x d_model^2: 48M", 48e6,
+          b3.attention, "params", 1e6, "4 x 12,288^2 = 604M (plus biases)."),
+        c("000", loc_table, "GPT-3 FFN per layer", "2 x d_model x dim_ff: 100M", 100e6, b3.ffn,
+          "params", 1e6, "2 x 12,288 x 49,152 = 1.21B (plus biases)."),
+        c("000", loc_table, "GPT-3 total", "175B", 175e9, n_gpt3, "params", 1e9),
+        c("000", loc_mem, "TinyTransformer weights, fp32", "2.5M x 4 = 10 MB", 10e6,
+          S.weight_bytes(tiny, "fp32"), "bytes", 1e6,
+          "Within rounding, though it follows from the wrong 2.5M: 2,327,552 x 4 B = 9.31 MB."),
+        c("000", loc_mem, "TinyTransformer weights, int8", "2.5M x 1 = 2.5 MB", 2.5e6,
+          S.weight_bytes(tiny, "int8"), "bytes", 0.1e6),
+        c("000", loc_mem, "GPT-2 small weights, fp32", "117M x 4 = 468 MB", 468e6,
+          S.weight_bytes(gpt2, "fp32"), "bytes", 1e6,
+          "117M is the GPT-2 paper's figure; the released model has 124,439,808 parameters."),
+        c("000", loc_mem, "GPT-2 small weights, fp16", "117M x 2 = 234 MB", 234e6,
+          S.weight_bytes(gpt2, "fp16"), "bytes", 1e6),
+        c("000", loc_mem, "GPT-3 weights, fp16", "175B x 2 = 350 GB", 350e9,
+          S.weight_bytes(gpt3, "fp16"), "bytes", 10e9),
+        c("000", loc_mem, "weights in the inference budget, int8", "10 MB (int8 quantized)",
+          10e6, S.weight_bytes(tiny, "int8"), "bytes", 1e6, "10 MB is the fp32 size."),
+        c("000", loc_mem, "KV cache, batch 1, 1000 tokens, fp32", "~100 MB", 100e6,
+          S.kv_cache_bytes(tiny, 1, 1000, "fp32"), "bytes", 10e6,
+          "2 x 1000 x 2 layers x 128 x 4 B = 2.05 MB, fifty times less."),
+        c("000", "Compute Requirements", "6ND for 2.5M params x 10M tokens", "150T FLOPS",
+          150e12, S.training_flops(2_500_000, 10e6), "FLOPs", 1e12),
+        c("000", "Compute Requirements", "training time at 36 TFLOP/s x 50%", "~8 GPU-hours",
+          8 * 3600, seed_time, "s", 3600,
+          "150 TFLOP / 18 TFLOP/s is 8.3 seconds: the seed divided by 18T 'FLOPS/hr'."),
+        c("000", "Compute Requirements", "GPT-3 6ND on A100s (312 TFLOP/s) at the seed's 50%",
+          "3,640,000 GPU-hours", 3.64e6, gpt3_hours, "GPU-hours", 0.01e6,
+          "6 x 175B x 300B = 3.15e23 FLOP, i.e. GPT-3's reported 3,640 petaflop/s-days; "
+          "3.64M GPU-hours implies 24 TFLOP/s per GPU (8% of an A100)."),
+        c("000", "Scaling Up: GPT-2 Small", "GPT-2 small parameters", "117M", 117e6, n_gpt2,
+          "params", 1e6),
+        c("000", "Scaling Up: GPT-2 Small", "GPT-2 small / TinyTransformer", "47x larger", 47,
+          n_gpt2 / n_tiny, "x", 1),
+        c("000", "Scaling Up: GPT-2 Small", "GPT-2 small weights, int8", "117 MB (int8)", 117e6,
+          S.weight_bytes(gpt2, "int8"), "bytes", 1e6),
+        c("000", "Multi-Query Attention", "KV-cache saving of MQA, 4 heads", "-50%", 50,
+          100 * mqa_saving, "%", 1, "MQA keeps 1 of n_heads K/V heads: 1 - 1/4 = 75%."),
+        c("000", "Batch Size", "batches per epoch, 10,000 / 32", "313 batches", 313,
+          S.batches_per_epoch(10_000, 32), "batches", 1),
+    ]  # fmt: skip
+
+
+def _seed001() -> list[SeedCheck]:
+    nano, tl = ModelConfig.preset("nano-trickster"), ModelConfig.preset("tinyllama-1.1b")
+    bn, bl = S.parameter_breakdown(nano), S.parameter_breakdown(tl)
+    qkv = sum(bn.layer_detail[k] for k in ("q_proj", "k_proj", "v_proj"))
+    wide = S.parameter_breakdown(nano.replace(d_ff=1024, activation="gelu"))
+    bpe = S.parameter_breakdown(nano.replace(vocab_size=32000))
+    b8 = S.parameter_breakdown(llama31_8b_config())
+    mem = S.training_memory(tl, 8, 512, "bf16")
+    loc_tl = "Putting It All Together: TinyLlama"
+    loc_nano = "Example: Nano-Trickster"
+    loc_mem = "Memory Requirements"
+    pct = 100
+    c = _check
+    return [
+        c("001", "Embeddings", "embedding, 32,000 x 256", "8.2M", 8.2e6, bpe.token_embedding,
+          "params", 0.1e6),
+        c("001", "Query, Key, Value", "Q, K, V weights per head (d = 256, 8 heads)",
+          "3 x 256 x 256 = 196K per attention head", 196e3, qkv / nano.n_heads, "params", 1e3,
+          "196,608 is Q+K+V for the whole layer; one head's share is 3 x 256 x 32."),
+        c("001", "Multi-Head Attention", "attention layer, d = 256", "8 heads x 196K = 1.57M",
+          1.57e6, bn.attention, "params", 0.01e6,
+          "Heads split d_model, they do not multiply it: 4 x 256^2 = 262,144 for any count."),
+        c("001", "Feed-Forward Networks", "FFN linear 1, 256 -> 1024", "262K", 262e3,
+          wide.layer_detail["up_proj"], "params", 1e3),
+        c("001", "Feed-Forward Networks", "FFN, 256 -> 1024 -> 256", "524K", 524e3, wide.ffn,
+          "params", 1e3),
+        c("001", "Normalization", "RMSNorm, d = 256", "256 parameters", 256,
+          bn.layer_detail["attn_norm"], "params", 1),
+        c("001", "Output Layer", "output layer, 256 x 32,000", "8.2M", 8.2e6,
+          bpe.token_embedding, "params", 0.1e6),
+        c("001", loc_tl, "TinyLlama attention per block", "~16.8M", 16.8e6, bl.attention,
+          "params", 0.1e6, "16.8M is 4 x 2048^2; TinyLlama has 4 K/V heads (GQA): K and V are "
+          "2048 x 256 each."),
+        c("001", loc_tl, "TinyLlama FFN per block", "~23.1M", 23.1e6, bl.ffn, "params", 0.1e6,
+          "SwiGLU has three 2048 x 5632 matrices, not two."),
+        c("001", loc_tl, "TinyLlama norms per block", "~4K", 4e3, bl.norms, "params", 1e3),
+        c("001", loc_tl, "TinyLlama parameters per block", "~40M", 40e6, bl.per_layer,
+          "params", 1e6),
+        c("001", loc_tl, "TinyLlama embedding", "65.5M", 65.5e6, bl.token_embedding, "params",
+          0.1e6),
+        c("001", loc_tl, "TinyLlama 22 blocks", "22 x 40M = 880M", 880e6, bl.blocks, "params",
+          10e6),
+        c("001", loc_tl, "TinyLlama output-layer parameters not shared with the embedding",
+          "65.5M (weight-tied with embedding)", 0, bl.head, "params", 1,
+          "TinyLlama does not tie (tie_word_embeddings = false): the head adds 65.5M."),
+        c("001", loc_tl, "TinyLlama total", "~1.1B", 1.1e9, bl.total, "params", 0.1e9),
+        c("001", loc_tl, "attention share of a TinyLlama block", "42% of block", 42,
+          pct * bl.attention / bl.per_layer, "%", 1),
+        c("001", loc_tl, "FFN share of a TinyLlama block", "58% of block", 58,
+          pct * bl.ffn / bl.per_layer, "%", 1),
+        c("001", loc_tl, "embedding share of TinyLlama", "6%", 6,
+          pct * bl.share(bl.token_embedding), "%", 1),
+        c("001", loc_tl, "blocks' share of TinyLlama", "80%", 80, pct * bl.share(bl.blocks), "%",
+          1),
+        c("001", loc_tl, "FFN share of TinyLlama", "~70% of all parameters", 70,
+          pct * bl.share(bl.ffn_total), "%", 1),
+        c("001", "Feed-Forward Networks", "FFN share of Llama-3.1-8B", "~75%", 75,
+          pct * b8.share(b8.ffn_total), "%", 1),
+        c("001", loc_nano, "nano-trickster embedding, 256 x 256", "65K", 65e3,
+          bn.token_embedding, "params", 1e3),
+        c("001", loc_nano, "nano-trickster parameters per block", "~1.8M", 1.8e6, bn.per_layer,
+          "params", 0.1e6, "4 x 256^2 attention + 3 x 256 x 768 SwiGLU + 512 norm = 852,480."),
+        c("001", loc_nano, "nano-trickster 6 blocks", "6 x 1.8M = 10.8M", 10.8e6, bn.blocks,
+          "params", 0.1e6),
+        c("001", loc_nano, "nano-trickster total", "~11M", 11e6, bn.total, "params", 1e6,
+          "Even with a ReLU FFN (two matrices) it is 4.0M; no reading of the design gives 11M."),
+        c("001", loc_mem, "TinyLlama weights, bf16", "1.1B params = 2.2GB", 2.2e9,
+          S.weight_bytes(tl, "bf16"), "bytes", 0.1e9),
+        c("001", loc_mem, "weights + gradients + AdamW, bf16 with fp32 moments", "~13GB", 13e9,
+          mem.states, "bytes", 1e9,
+          "2 + 2 + 8 bytes per parameter; keeping fp32 master weights adds 4.4 GB."),
+        c("001", loc_mem, "AdamW state", "8.8GB", 8.8e9, mem.optimizer, "bytes", 0.1e9),
+        _estimate("001", loc_mem, "activations, batch 8 x 512 tokens, bf16", "~4GB", 4e9,
+                  mem.activations, "bytes",
+                  "tinytrans's estimate without checkpointing; with full activation "
+                  "checkpointing it is 1.5 GB."),
+        _estimate("001", loc_mem, "training total, batch 8 x 512 tokens", "~17GB", 17e9,
+                  mem.total, "bytes"),
+    ]  # fmt: skip
+
+
+def _seed003() -> list[SeedCheck]:
+    m40 = ModelConfig.preset("seed-40m")
+    b40 = S.parameter_breakdown(m40)
+    n40 = b40.total
+    opt_b, opt_c = (
+        S.parameter_breakdown(seed003_option("B")),
+        S.parameter_breakdown(seed003_option("C")),
+    )
+    gelu_ffn = S.parameter_breakdown(m40.replace(activation="gelu", d_ff=1280)).ffn
+    budget, n_stated = 40e6, 40e6
+    loc_tie, loc_cfg, loc_alt = "Weight Tying", "Concrete Config", "Alternative Configs"
+    loc_ref, loc_data = "Reference Architectures", "Training Data Amount"
+    loc_law = "Scaling Law Analysis"
+    c = _check
+    checks = []
+    for d, claimed, share in (
+        (512, 25.7e6, 64),
+        (384, 19.3e6, 48),
+        (320, 16.1e6, 40),
+        (256, 12.9e6, 32),
+    ):
+        emb = S.parameter_breakdown(m40.replace(d_model=d, n_heads=d // 64)).token_embedding
+        checks += [
+            c(
+                "003",
+                loc_tie,
+                f"embedding, 50,257 x {d}",
+                f"{claimed / 1e6:.1f}M",
+                claimed,
+                emb,
+                "params",
+                0.1e6,
+            ),
+            c(
+                "003",
+                loc_tie,
+                f"embedding share of 40M, d = {d}",
+                f"{share}%",
+                share,
+                100 * emb / budget,
+                "%",
+                1,
+            ),
+        ]
+    checks += [
+        c(
+            "003",
+            "Activation Function",
+            "GELU FFN, 320 -> 1280",
+            "2 x 320 x 1280 = 819K",
+            819e3,
+            gelu_ffn,
+            "params",
+            1e3,
+        ),
+        c(
+            "003",
+            "Activation Function",
+            "SwiGLU FFN, 320 -> 854",
+            "3 x 320 x 854 = 820K",
+            820e3,
+            b40.ffn,
+            "params",
+            1e3,
+        ),
+        c(
+            "003",
+            loc_cfg,
+            "40M design, one layer",
+            "1,230,080",
+            1_230_080,
+            b40.per_layer,
+            "params",
+            1,
+        ),
+        c(
+            "003",
+            loc_cfg,
+            "40M design, 16 layers",
+            "19,681,280",
+            19_681_280,
+            b40.blocks,
+            "params",
+            1,
+        ),
+        c("003", loc_cfg, "40M design, total", "35,763,840", 35_763_840, n40, "params", 1),
+        c("003", loc_cfg, "headroom under 40M", "~4.2M", 4.2e6, budget - n40, "params", 0.1e6),
+        c(
+            "003",
+            loc_alt,
+            "option B embedding",
+            "12.9M",
+            12.9e6,
+            opt_b.token_embedding,
+            "params",
+            0.1e6,
+        ),
+        c("003", loc_alt, "option B per layer", "786K", 786e3, opt_b.per_layer, "params", 1e3),
+        c("003", loc_alt, "option B, 24 layers", "18.9M", 18.9e6, opt_b.blocks, "params", 0.1e6),
+        c(
+            "003",
+            loc_alt,
+            "option B total",
+            "~31.8M",
+            31.8e6,
+            opt_b.total,
+            "params",
+            0.1e6,
+            "31,740,416 rounds to 31.7M: the seed added its rounded parts.",
+        ),
+        c(
+            "003",
+            loc_alt,
+            "option C embedding",
+            "19.3M",
+            19.3e6,
+            opt_c.token_embedding,
+            "params",
+            0.1e6,
+        ),
+        c("003", loc_alt, "option C per layer", "1.77M", 1.77e6, opt_c.per_layer, "params", 0.01e6),
+        c("003", loc_alt, "option C, 8 layers", "14.2M", 14.2e6, opt_c.blocks, "params", 0.1e6),
+        c("003", loc_alt, "option C total", "~33.5M", 33.5e6, opt_c.total, "params", 0.1e6),
+        c(
+            "003",
+            loc_ref,
+            "Pythia-70M",
+            "70M",
+            70e6,
+            S.count_parameters(ModelConfig.preset("pythia-70m")),
+            "params",
+            1e6,
+        ),
+        c(
+            "003",
+            loc_ref,
+            "MobileLLM-125M",
+            "125M",
+            125e6,
+            S.count_parameters(ModelConfig.preset("mobilellm-125m")),
+            "params",
+            1e6,
+        ),
+        c(
+            "003",
+            loc_ref,
+            "GPT-2 small",
+            "124M",
+            124e6,
+            S.count_parameters(ModelConfig.preset("gpt2-small")),
+            "params",
+            1e6,
+        ),
+        c(
+            "003",
+            loc_data,
+            "Chinchilla tokens for 40M parameters",
+            "800M tokens",
+            800e6,
+            S.chinchilla_tokens(40_000_000),
+            "tokens",
+            1e6,
+        ),
+        c(
+            "003",
+            loc_data,
+            "LLaMA 7B tokens per parameter (1T tokens)",
+            "~143",
+            143,
+            1e12 / S.count_parameters(ModelConfig.preset("llama2-7b")),
+            "x",
+            10,
+            "143 uses the nominal 7B; the 6.74B actual parameters give 148.",
+        ),
+        c(
+            "003",
+            loc_data,
+            "Pythia-70M tokens per parameter (300B tokens)",
+            "~4,300",
+            4300,
+            300e9 / S.count_parameters(ModelConfig.preset("pythia-70m")),
+            "x",
+            100,
+        ),
+    ]
+    seconds_23h = 23 * 3600
+    for rate, tokens, ratio in ((50e3, 4.14e9, 116), (100e3, 8.28e9, 232), (150e3, 12.42e9, 347)):
+        checks += [
+            c(
+                "003",
+                loc_law,
+                f"tokens in 23 h at {rate / 1e3:.0f}K tokens/s",
+                f"{tokens / 1e9:.2f}B",
+                tokens,
+                rate * seconds_23h,
+                "tokens",
+                0.01e9,
+            ),
+            c(
+                "003",
+                loc_law,
+                f"tokens per parameter at {rate / 1e3:.0f}K tokens/s",
+                f"{ratio}x",
+                ratio,
+                rate * seconds_23h / n40,
+                "x",
+                1,
+                "Uses the design's 35.8M parameters.",
+            ),
+        ]
+    chinchilla_40 = S.chinchilla_tokens(n40)
+    checks += [
+        c(
+            "003",
+            loc_law,
+            "multiple of Chinchilla-optimal tokens (low end)",
+            "~6x",
+            6,
+            4.14e9 / chinchilla_40,
+            "x",
+            1,
+        ),
+        c(
+            "003",
+            loc_law,
+            "multiple of Chinchilla-optimal tokens (high end)",
+            "~17x",
+            17,
+            12.42e9 / chinchilla_40,
+            "x",
+            1,
+        ),
+        c(
+            "003",
+            loc_law,
+            "throughput of 8 V100s (125 TFLOP/s) at the seed's 30% MFU",
+            "50K-150K tokens/s",
+            (50e3, 150e3),
+            S.tokens_per_second(m40, 125, 0.3, 8),
+            "tokens/s",
+            10e3,
+            "The table assumes 1-4% MFU, far below the 30-40% the seed expects.",
+        ),
+    ]
+    for tokens, loss, ppl in (
+        (800e6, 4.75, 116),
+        (4.14e9, 4.06, 58),
+        (8.28e9, 3.87, 48),
+        (12.42e9, 3.78, 44),
+    ):
+        predicted = S.chinchilla_loss(n_stated, tokens)
+        checks += [
+            c(
+                "003",
+                loc_law,
+                f"Chinchilla loss, N = 40M, D = {S.format_count(tokens)}",
+                f"~{loss}",
+                loss,
+                predicted,
+                "nats",
+                0.01,
+                "E + A/N^0.34 + B/D^0.28 with E=1.69, A=406.4, B=410.7.",
+            ),
+            c(
+                "003",
+                loc_law,
+                f"perplexity, N = 40M, D = {S.format_count(tokens)}",
+                f"~{ppl}",
+                ppl,
+                S.perplexity(predicted),
+                "x",
+                1,
+                "exp of the seed's own loss matches its perplexity; the loss is off.",
+            ),
+        ]
+    return checks  # fmt: skip
+
+
+def _seed004() -> list[SeedCheck]:
+    tiny = ModelConfig.preset("seed-tiny")
+    bt = S.parameter_breakdown(tiny)
+    n = bt.total
+    mem = S.training_memory(tiny, 32, 128, "fp32")
+    loc_count, loc_mem = "Parameter Count Calculation", "Memory Footprint"
+    loc_batch = "Per-batch memory"
+    c = _check
+    checks = [
+        c(
+            "004",
+            "TinyTransformer Architecture",
+            "TinyTransformer parameters",
+            "2.45M",
+            2.45e6,
+            n,
+            "params",
+            0.01e6,
+            "Its own breakdown sums to 2,327,552 = 2.33M.",
+        ),
+        c("004", loc_count, "attention per block", "65,536", 65_536, bt.attention, "params", 1),
+        c("004", loc_count, "FFN per block", "65,536", 65_536, bt.ffn, "params", 1),
+        c("004", loc_count, "LayerNorms per block", "512", 512, bt.norms, "params", 1),
+        c("004", loc_count, "per block", "131,584", 131_584, bt.per_layer, "params", 1),
+        c("004", loc_count, "2 blocks", "263,168", 263_168, bt.blocks, "params", 1),
+        c(
+            "004",
+            loc_count,
+            "positional encoding, 128 x 128",
+            "16,384",
+            16_384,
+            bt.position_embedding,
+            "params",
+            1,
+        ),
+        c(
+            "004",
+            loc_count,
+            "output projection, 128 x 8,000",
+            "1,024,000",
+            1_024_000,
+            bt.head,
+            "params",
+            1,
+        ),
+        c("004", loc_count, "total", "2,327,552", 2_327_552, n, "params", 1),
+        c(
+            "004",
+            loc_mem,
+            "fp32 weights",
+            "9,310,208 bytes",
+            9_310_208,
+            S.weight_bytes(tiny, "fp32"),
+            "bytes",
+            1,
+        ),
+        c(
+            "004",
+            loc_mem,
+            "fp32 weights in MB",
+            "~9.3 MB",
+            9.3e6,
+            S.weight_bytes(tiny, "fp32"),
+            "bytes",
+            0.1e6,
+        ),
+        c(
+            "004",
+            "Example: Model Instantiation",
+            "printed num_params * 4 / 1024**2",
+            "~9.3 MB",
+            9.3,
+            S.weight_bytes(tiny, "fp32") / 2**20,
+            "MiB",
+            0.1,
+            "Dividing by 1024**2 gives mebibytes: 8.88 MiB (= 9.31 MB).",
+        ),
+        c("004", loc_mem, "gradients", "9.3 MB", 9.3e6, mem.gradients, "bytes", 0.1e6),
+        c("004", loc_mem, "AdamW state", "~18.6 MB", 18.6e6, mem.optimizer, "bytes", 0.1e6),
+        _estimate(
+            "004",
+            loc_mem,
+            "activations, batch 32 x 128, fp32",
+            "~5-10 MB",
+            (5e6, 10e6),
+            mem.activations,
+            "bytes",
+            "The logits and cross-entropy's log-probabilities alone take "
+            "2 x 32 x 128 x 8,000 x 4 B = 262 MB.",
+        ),
+        _estimate(
+            "004",
+            loc_mem,
+            "training total, batch 32 x 128",
+            "~40-50 MB",
+            (40e6, 50e6),
+            mem.total,
+            "bytes",
+        ),
+    ]
+    for batch, claimed in ((8, 50e6), (16, 100e6), (32, 150e6), (64, 300e6), (128, 600e6)):
+        checks.append(
+            _estimate("004", "Batch size table", f"training memory, batch {batch} x 128",
+                      f"~{claimed / 1e6:.0f} MB", claimed,
+                      S.training_memory(tiny, batch, 128).total, "bytes")
+        )  # fmt: skip
+    checks += [
+        c(
+            "004",
+            loc_batch,
+            "token embeddings, 32 x 128 x 128 x 4 bytes",
+            "2 MB",
+            2 * 2**20,
+            32 * 128 * tiny.d_model * S.dtype_bytes("fp32"),
+            "bytes (binary)",
+            0.1 * 2**20,
+            "Exactly 2 MiB.",
+        ),
+        c(
+            "004",
+            loc_batch,
+            "attention scores, 32 x 4 heads x 128 x 128 x 4 bytes",
+            "1 MB",
+            1 * 2**20,
+            S.attention_matrix_bytes(tiny, 32, 128, "fp32"),
+            "bytes (binary)",
+            0.1 * 2**20,
+            "The product is 8,388,608 bytes = 8 MiB per layer.",
+        ),
+        _estimate(
+            "004",
+            loc_batch,
+            "activations per batch",
+            "~5-10 MB",
+            (5e6, 10e6),
+            mem.activations,
+            "bytes",
+        ),
+        c(
+            "004",
+            "Data Preparation",
+            "batches per epoch, 611,884 / 32",
+            "19,121 batches",
+            19_121,
+            S.batches_per_epoch(611_884, 32),
+            "batches",
+            1,
+            "A DataLoader keeps the last partial batch unless drop_last=True (then 19,121).",
+        ),
+        c(
+            "004",
+            "Data Preparation",
+            "tokens/s at 19,121 batches per 60 s",
+            "~10,000 tokens/second",
+            10e3,
+            32 * 128 * 19_121 / 60,
+            "tokens/s",
+            1e3,
+            "32 x 128 tokens x 318.7 batches/s = 1.3M tokens/s (and 32 x 128 x 3.1 = 12,698).",
+        ),
+        c(
+            "004",
+            "Loss Computation",
+            "loss of an untrained model, V = 8000",
+            "~8.0 (untrained)",
+            8.0,
+            S.uniform_loss(tiny.vocab_size),
+            "nats",
+            0.1,
+            "The seed itself notes log(8000) = 8.99.",
+        ),
+        c(
+            "004",
+            "Loss Computation",
+            "ln(8000)",
+            "log(8000) = 8.99",
+            8.99,
+            S.uniform_loss(tiny.vocab_size),
+            "nats",
+            0.01,
+        ),
+        c(
+            "004",
+            "Loss Computation",
+            "probability of the right token at loss 2.5",
+            "~92% probability",
+            92,
+            100 * math.exp(-2.5),
+            "%",
+            1,
+            "exp(-2.5) = 8.2%: a loss of 2.5 is a perplexity of 12.",
+        ),
+    ]
+    return checks  # fmt: skip
+
+
+def seed_checks() -> list[SeedCheck]:
+    """All checks, seed by seed, in the order the figures appear."""
+    return _seed000() + _seed001() + _seed003() + _seed004()
+
+
+def errata_rows(only_wrong: bool = False) -> list[dict[str, str]]:
+    """Formatted rows for the book's errata table."""
+    return [check.as_row() for check in seed_checks() if not only_wrong or not check.ok]
