@@ -1,0 +1,94 @@
+"""Book build: how long every page of the book takes to execute, against its budget.
+
+Executes each notebook listed in ``_toc.yml`` (the six chapters and the notebook pages of the
+appendices) from a clean kernel on the CPU, as the book build and nbval do, one after the
+other, and records the wall time of each. The budgets come from the course's promise: every
+chapter runs in at most three minutes on two CPU cores, the whole book in at most ten.
+Nothing is written back into the notebooks. Run: ``python benchmarks/bench_book.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER_BUDGET_S = 180.0
+BOOK_BUDGET_S = 600.0
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """The ``.ipynb`` pages of ``_toc.yml``, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [entry["file"] for entry in part.get("chapters", [])]
+    return [root / f"{name}.ipynb" for name in files if (root / f"{name}.ipynb").exists()]
+
+
+def execute_seconds(path: Path, timeout: int = 900) -> float:
+    """Wall seconds to run ``path`` top to bottom in a fresh kernel, on the CPU."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def main() -> dict:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the reference build has no GPU
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["TINYTRANS_STATIC_WIDGETS"] = "1"  # as `make book` runs them
+    pages = []
+    for path in toc_notebooks():
+        seconds = execute_seconds(path)
+        is_chapter = path.parent.name == "chapters"
+        pages.append(
+            {
+                "page": path.relative_to(ROOT).as_posix(),
+                "seconds": round(seconds, 1),
+                "budget_s": CHAPTER_BUDGET_S if is_chapter else None,
+                "within_budget": seconds <= CHAPTER_BUDGET_S if is_chapter else None,
+            }
+        )
+        print(f"{pages[-1]['page']:<40} {seconds:7.1f} s", flush=True)
+    total = sum(p["seconds"] for p in pages)
+    slowest = max((p for p in pages if p["budget_s"]), key=lambda p: p["seconds"])
+    goals = [
+        {
+            "name": f"slowest chapter ({slowest['page']}) executes within budget",
+            "target": f"<= {CHAPTER_BUDGET_S:.0f} s",
+            "value": slowest["seconds"],
+            "met": slowest["seconds"] <= CHAPTER_BUDGET_S,
+        },
+        {
+            "name": "all notebook pages of the book execute within budget",
+            "target": f"<= {BOOK_BUDGET_S:.0f} s",
+            "value": round(total, 1),
+            "met": total <= BOOK_BUDGET_S,
+        },
+    ]
+    payload = {
+        "description": "Execution time of every notebook page, run one after another from a "
+        "clean kernel on the CPU (what the book build and nbval each do once).",
+        "goals": goals,
+        "pages": pages,
+        "total_seconds": round(total, 1),
+    }
+    write_result("book", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
