@@ -19,7 +19,7 @@ import yaml
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_BUDGET_S = 180.0
@@ -39,7 +39,10 @@ def execute_seconds(path: Path, timeout: int = 900) -> float:
     """Wall seconds to run ``path`` top to bottom in a fresh kernel, on the CPU."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
     client.execute()

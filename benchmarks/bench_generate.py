@@ -400,6 +400,51 @@ def bench_hf(model, tokenizer, quick: bool) -> dict[str, Any]:
     }
 
 
+def goals(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, read off the measured sections (missing sections are skipped)."""
+    out = []
+    kv = payload.get("kv_cache", {}).get("512") or payload.get("kv_cache", {}).get(512)
+    if kv and "speedup" in kv:
+        out.append(
+            {
+                "name": "KV-cache speed-up at 512 new tokens",
+                "target": ">= 5x",
+                "value": round(kv["speedup"], 2),
+                "met": kv["speedup"] >= 5.0,
+            }
+        )
+    hf = payload.get("hf_comparison")
+    if hf:
+        ratio = hf["ratio_ours_over_hf"]
+        out.append(
+            {
+                "name": "generation tokens/s, tinytrans / HF generate (same weights)",
+                "target": ">= 1.0x",
+                "value": round(ratio, 3),
+                "met": ratio >= 1.0,
+            }
+        )
+    for variant, profile in payload.get("latency_budget", {}).items():
+        budget = profile["budget"]
+        out.append(
+            {
+                "name": f"{variant}: p95 latency, 20 new tokens, 100 prompts",
+                "target": f"<= {budget['p95_budget_ms']} ms",
+                "value": round(budget["p95_ms"], 1),
+                "met": budget["p95_ok"],
+            }
+        )
+        out.append(
+            {
+                "name": f"{variant}: peak RSS",
+                "target": f"<= {budget['rss_budget_mb']} MB",
+                "value": round(budget["rss_mb"], 1),
+                "met": budget["rss_ok"],
+            }
+        )
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -450,6 +495,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload[name] = section()
         payload[name]["section_seconds"] = time.perf_counter() - start
         print(f"{name}: {json.dumps(payload[name], default=str)}", flush=True)
+    payload["goals"] = goals(payload)
     path = write_result("generate", payload)
     print(f"wrote {path}")
     return payload

@@ -246,6 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         "course_mfu": race["course"]["mfu"],
         "gpt2_mfu": race["course-gpt2"]["mfu"],
     }
+    payload["goals"] = [
+        {
+            "name": "course recipe (RoPE, RMSNorm, SwiGLU) reaches a lower validation loss than "
+            "the GPT-2-style baseline at equal wall clock",
+            "target": "gpt2 - course > 0",
+            "value": round(gpt2 - course, 4),
+            "met": course < gpt2,
+        }
+    ]
     payload["total_seconds"] = time.perf_counter() - started
     path = write_result("train", payload)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in payload["summary"].items()})

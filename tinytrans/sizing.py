@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from tinytrans.model import ModelConfig
+from tinytrans.model import ModelConfig, TinyTransformer
 
 # --------------------------------------------------------------------------------------------
 # Data types
@@ -231,6 +231,42 @@ def count_parameters(config: ModelConfig, *, non_embedding: bool = False) -> int
     return breakdown.non_embedding if non_embedding else breakdown.total
 
 
+def width_for_budget(
+    config: ModelConfig, n_layers: int, budget: int, *, head_dim: int | None = None
+) -> ModelConfig:
+    """``config`` with ``n_layers`` blocks and the width whose parameter count is closest to
+    ``budget``: the equal-parameter shapes of a depth-versus-width comparison.
+
+    ``d_model`` runs over multiples of ``head_dim`` (default: ``config.head_dim``), one head
+    per ``head_dim`` dimensions; ``d_ff`` keeps the ratio ``d_ff / d_model`` of ``config``
+    and grouped-query attention keeps its number of query heads per key/value head (so the
+    head count steps by that group size). Everything else (vocabulary, tying, norms, ...) is
+    unchanged.
+    """
+    head_dim = config.head_dim if head_dim is None else head_dim
+    if n_layers < 1 or head_dim < 1 or budget < 1:
+        raise ValueError(
+            f"need n_layers, head_dim and budget >= 1, got {n_layers}, {head_dim}, {budget}."
+        )
+    ratio = config.d_ff / config.d_model
+    group = config.n_heads // config.kv_heads
+    best, best_gap = None, math.inf
+    n_heads = group
+    while True:
+        d_model = n_heads * head_dim
+        kv = None if config.n_kv_heads is None else n_heads // group
+        candidate = config.replace(
+            n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=kv,
+            d_ff=max(1, round(ratio * d_model)), name=f"{config.name}-{n_layers}x{d_model}",
+        )  # fmt: skip
+        count = count_parameters(candidate)
+        if abs(count - budget) < best_gap:
+            best, best_gap = candidate, abs(count - budget)
+        if count >= budget:
+            return best
+        n_heads += group
+
+
 def _as_count(model: ModelConfig | int) -> int:
     """A parameter count from a config or a plain number."""
     if isinstance(model, ModelConfig):
@@ -378,6 +414,56 @@ def activation_bytes(
     embedding_dropout = s * b * h if config.dropout > 0 else 0
     logits = s * b * v * e + 4 * s * b * v
     return blocks + math.ceil(head_inputs + logits) + embedding_dropout
+
+
+def measured_activation_bytes(
+    model: ModelConfig | torch.nn.Module,
+    batch_size: int,
+    context_length: int | None = None,
+    *,
+    checkpointing: bool = False,
+    seed: int = 0,
+) -> int:
+    """Bytes that one training forward pass really keeps for backward: the measured
+    counterpart of :func:`activation_bytes`.
+
+    Runs one forward pass (with targets, so the loss is included) of a random
+    ``batch_size x context_length`` batch under ``torch.autograd.graph.saved_tensors_hooks``
+    and adds up the distinct storages autograd saves that are not parameters or buffers,
+    plus the returned logits. Given a config, it builds the model (seeded with ``seed``) on
+    the CPU. With ``checkpointing=True`` the model runs with gradient checkpointing, so only
+    each block's input is saved; the block recomputed during backward is not included (add
+    :func:`layer_activation_bytes` for the peak).
+    """
+    if isinstance(model, ModelConfig):
+        torch.manual_seed(seed)
+        model = TinyTransformer(model)
+    config = model.config
+    context = config.context_length if context_length is None else context_length
+    was_training, was_checkpointing = model.training, model.gradient_checkpointing
+    model.train()
+    model.gradient_checkpointing = checkpointing
+    tensors = [*model.parameters(), *model.buffers()]
+    weights = {t.untyped_storage().data_ptr() for t in tensors}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen.setdefault(storage.data_ptr(), storage.nbytes())
+        return tensor
+
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (batch_size, context), generator=generator)
+    ids = ids.to(device)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            logits, _ = model(ids, ids)
+    finally:
+        model.train(was_training)
+        model.gradient_checkpointing = was_checkpointing
+    return sum(seen.values()) + logits.numel() * logits.element_size()
 
 
 @dataclass(frozen=True)
