@@ -6,6 +6,8 @@ import argparse
 import io
 import itertools
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -540,13 +542,34 @@ def test_latency_profile_and_budget(rope_model):
     profile = G.latency_profile(rope_model, [[1, 2], [3], [4, 5, 6]], 4, warmup=1)
     assert profile["n"] == 3 and 0 < profile["p50_ms"] <= profile["p95_ms"] <= profile["max_ms"]
     assert profile["tokens_per_s"] > 0
-    verdict = G.check_budget(profile, rss_mb=100.0)
+    # The verdict logic, independent of how loaded the test machine is (a shared CPU can
+    # make even this tiny model miss 250 ms).
+    verdict = G.check_budget({**profile, "p95_ms": 100.0}, rss_mb=100.0)
     assert verdict["ok"] and verdict["p95_budget_ms"] == 250.0
-    assert not G.check_budget(profile, rss_mb=1e6)["ok"]
+    assert not G.check_budget({**profile, "p95_ms": 100.0}, rss_mb=1e6)["ok"]
+    assert not G.check_budget({**profile, "p95_ms": 300.0}, rss_mb=100.0)["ok"]
+    assert G.check_budget(profile, p95_budget_ms=profile["p95_ms"])["p95_ok"]
     assert G._percentile(list(range(1, 101)), 95) == 95
     rss = G.peak_rss_mb()
     assert rss is None or rss > 10
     assert G.perplexity(rope_model, [1, 2, 3, 4] * 20) > 1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork/exec inheritance: Linux")
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    """ru_maxrss survives fork + exec; a budget check run from a big kernel must not see it."""
+    ballast = bytearray(600 * 2**20)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: 600 MiB resident
+    parent = G.peak_rss_mb()
+    child = subprocess.run(
+        [sys.executable, "-c", "from tinytrans.generate import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    del ballast
+    assert parent is not None and parent > 600
+    assert float(child.stdout) < parent - 300
 
 
 # --------------------------------------------------------------------------------------------

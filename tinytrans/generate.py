@@ -1270,7 +1270,20 @@ def latency_profile(
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MB (None where ``resource`` is missing)."""
+    """This process's peak resident memory in MiB (None where it cannot be read).
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, the high-water mark of the
+    process's own address space. ``getrusage``'s ``ru_maxrss`` (the fallback elsewhere) is
+    inherited through fork and exec, so a small process started from a large one (a
+    notebook kernel running a budget check in a subprocess) would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
         import sys
