@@ -425,6 +425,8 @@ def goals(payload: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     for variant, profile in payload.get("latency_budget", {}).items():
+        if not isinstance(profile, dict) or "budget" not in profile:
+            continue  # e.g. section_seconds
         budget = profile["budget"]
         out.append(
             {
