@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytrans.data import DataModule
-from tinytrans.evaluate import estimate_loss, perplexity, sliding_windows
+from tinytrans.evaluate import estimate_loss, ngram_loss, perplexity, sliding_windows
 from tinytrans.model import TinyTransformer, build_model
 from tinytrans.train import (
     Callback,
@@ -380,6 +380,38 @@ def test_perplexity_rejects_bad_inputs():
         perplexity(model, list(range(20)), stride=17)
     with pytest.raises(ValueError, match="two tokens"):
         perplexity(model, [1])
+
+
+def test_ngram_loss_unigram_matches_the_formula():
+    train, held = [0, 0, 0, 1], [0, 1, 2]
+    # add-one counts over V = 3: p(0) = 4/7, p(1) = 2/7, p(2) = 1/7
+    expected = -(math.log(4 / 7) + math.log(2 / 7) + math.log(1 / 7)) / 3
+    assert ngram_loss(train, held, n=1, vocab_size=3) == pytest.approx(expected)
+
+
+def test_ngram_loss_bigram_learns_a_deterministic_successor():
+    stream = [0, 1, 2] * 200
+    bigram = ngram_loss(stream, stream, n=2, vocab_size=3, alpha=1e-3)
+    unigram = ngram_loss(stream, stream, n=1, vocab_size=3)
+    assert bigram < 0.01 and unigram == pytest.approx(math.log(3))
+    # the first evaluation token has no context and is not scored
+    assert ngram_loss(stream, [0, 1], n=2, vocab_size=3, alpha=1e-3) == pytest.approx(
+        -math.log((200 + 1e-3) / (200 + 3e-3))
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n=0), "positive integer"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(vocab_size=2), "vocab_size"),
+        (dict(n=3, vocab_size=10**7), "too large"),
+    ],
+)
+def test_ngram_loss_rejects_bad_inputs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ngram_loss([0, 1, 2, 1, 0], [0, 1, 2], **kwargs)
 
 
 def test_trainer_checks_vocab_size():

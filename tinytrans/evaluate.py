@@ -11,6 +11,9 @@ token gets:
   scored exactly once, but (after the first window) with at least
   ``context_length - stride`` tokens of history. Smaller strides give truer, lower numbers
   and cost ``context_length / stride`` times more compute.
+
+:func:`ngram_loss` gives the baselines a trained model must beat: the cross-entropy of an
+add-alpha smoothed n-gram model (n = 1: token frequencies, n = 2: the previous token).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["estimate_loss", "perplexity", "sliding_windows"]
+__all__ = ["estimate_loss", "ngram_loss", "perplexity", "sliding_windows"]
 
 
 def sliding_windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, int, int]]:
@@ -151,3 +155,54 @@ def loss_sums(model: nn.Module, batches: Iterable[Any], autocast: Any = None) ->
     finally:
         model.train(was_training)
     return sum_loss, count
+
+
+def _sorted_counts(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """How often each of ``queries`` occurs in ``keys``."""
+    values, counts = np.unique(keys, return_counts=True)
+    pos = np.clip(np.searchsorted(values, queries), 0, len(values) - 1)
+    return np.where(values[pos] == queries, counts[pos], 0)
+
+
+def ngram_loss(
+    train_tokens: Sequence[int] | np.ndarray,
+    eval_tokens: Sequence[int] | np.ndarray,
+    n: int = 2,
+    vocab_size: int | None = None,
+    alpha: float = 1.0,
+) -> float:
+    """Cross-entropy (nats per token) on ``eval_tokens`` of an n-gram model fitted on
+    ``train_tokens``: ``p(w | c) = (count(c, w) + alpha) / (count(c) + alpha * V)``.
+
+    ``n = 1`` predicts from token frequencies alone, ``n = 2`` from the previous token. The
+    first ``n - 1`` evaluation tokens (which lack a full context) are not scored. ``vocab_size``
+    defaults to the largest id seen plus one; ``alpha > 0`` keeps unseen pairs finite.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0 (add-alpha smoothing), got {alpha!r}.")
+    train = np.asarray(train_tokens, dtype=np.int64).ravel()
+    held = np.asarray(eval_tokens, dtype=np.int64).ravel()
+    if len(train) < n or len(held) < n:
+        raise ValueError(f"both token streams need at least n = {n} tokens.")
+    vocab = vocab_size or int(max(train.max(), held.max())) + 1
+    if min(train.min(), held.min()) < 0 or max(train.max(), held.max()) >= vocab:
+        raise ValueError(f"token ids must lie in [0, vocab_size={vocab}).")
+    if float(vocab) ** n >= 2.0**62:
+        raise ValueError(f"vocab_size ** n = {vocab}^{n} is too large to index n-grams.")
+
+    def contexts(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each full context as one integer (base ``vocab``), and the token that follows it."""
+        m = len(tokens) - n + 1
+        ctx = np.zeros(m, dtype=np.int64)
+        for k in range(n - 1):
+            ctx = ctx * vocab + tokens[k : k + m]
+        return ctx, tokens[n - 1 :]
+
+    train_ctx, train_next = contexts(train)
+    held_ctx, held_next = contexts(held)
+    pair = _sorted_counts(train_ctx * vocab + train_next, held_ctx * vocab + held_next)
+    context = _sorted_counts(train_ctx, held_ctx)
+    probs = (pair + alpha) / (context + alpha * vocab)
+    return float(-np.log(probs).mean())

@@ -50,6 +50,7 @@ __all__ = [
     "DistInfo",
     "TrainConfig",
     "Trainer",
+    "autocast_factory",
     "cleanup_distributed",
     "estimate_loss",
     "finetune",
