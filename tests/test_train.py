@@ -22,6 +22,7 @@ from tinytrans.train import (
     TrainConfig,
     Trainer,
     finetune,
+    fit_interleaved,
     load_checkpoint,
     lr_at,
     optimizer_groups,
@@ -446,3 +447,45 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path), "--resume", "--no-progress"]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ interleaved equal-time runs
+
+
+def test_fit_interleaved_gives_every_run_its_whole_time_budget():
+    data = tiny_data()
+    trainers = {
+        name: Trainer(
+            tiny_model(data.vocab_size, seed=i),
+            data,
+            quiet(max_steps=None, max_time=0.5, eval_interval=1000, eval_at_start=False),
+        )
+        for i, name in enumerate(("a", "b"))
+    }
+    results = fit_interleaved(trainers, slices=4)
+    assert set(results) == {"a", "b"}
+    for trainer in trainers.values():
+        assert trainer.stop_reason == "max_time"
+        assert trainer.clock.total >= 0.5
+        assert trainer.step > 0
+
+
+def test_fit_interleaved_rejects_runs_without_a_time_budget():
+    data = tiny_data()
+    trainer = Trainer(tiny_model(data.vocab_size), data, quiet())
+    with pytest.raises(ValueError, match="max_time"):
+        fit_interleaved({"steps-only": trainer})
+    with pytest.raises(ValueError, match="slices"):
+        fit_interleaved({"steps-only": trainer}, slices=0)
+
+
+def test_samples_never_contain_ids_beyond_the_tokenizer_vocabulary():
+    """A model whose vocabulary is padded beyond its tokenizer's (here 96 > the data's ids)
+    must still sample decodable text during training."""
+    data = tiny_data()
+    model = tiny_model(data.vocab_size + 20)
+    with torch.no_grad():
+        model.lm_head.weight[data.vocab_size :] += 5.0  # make the padding ids the likeliest
+    trainer = Trainer(model, data, quiet(max_steps=1, sample_prompts=("KING:",), sample_tokens=20))
+    trainer.fit()
+    assert trainer.samples and all(isinstance(s["text"], str) for s in trainer.samples)

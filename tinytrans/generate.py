@@ -537,11 +537,14 @@ def generate_tokens(
     stop_ids: Iterable[int] = (),
     use_cache: bool = True,
     crop_keep: int | None = None,
+    vocab_limit: int | None = None,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new token ids after ``ids`` (the id-level engine).
 
     Stops early (without yielding it) at a token in ``stop_ids``. ``sampling`` defaults to
-    greedy. ``crop_keep``: see :class:`_Window` and the module docstring.
+    greedy. ``crop_keep``: see :class:`_Window` and the module docstring. ``vocab_limit``
+    forbids ids at or above it: a model whose vocabulary is padded beyond its tokenizer's
+    must never emit an id the tokenizer cannot decode.
     """
     _check_max_new_tokens(max_new_tokens)
     config = sampling or GREEDY
@@ -552,6 +555,9 @@ def generate_tokens(
         penalise = config.repetition_penalty != 1.0
         for _ in range(max_new_tokens):
             logits = window.next_logits(seq)  # (V,)
+            if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+                logits = logits.clone()
+                logits[vocab_limit:] = float("-inf")
             token = int(sample_next(logits[None], config, generator, seq if penalise else None))
             if token in stops:
                 return
@@ -627,6 +633,7 @@ def stream_generate(
         stop_ids=_stop_ids(tokenizer, stop_tokens, stop_at_eos),
         use_cache=use_cache,
         crop_keep=crop_keep,
+        vocab_limit=None if tokenizer is None else int(tokenizer.vocab_size),
     )
     return tokens if tokenizer is None else _text_pieces(tokens, tokenizer)
 

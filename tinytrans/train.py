@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +54,7 @@ __all__ = [
     "cleanup_distributed",
     "estimate_loss",
     "finetune",
+    "fit_interleaved",
     "init_distributed",
     "load_checkpoint",
     "lr_at",
@@ -1101,6 +1102,29 @@ class Trainer:
 # --------------------------------------------------------------------------------------------
 # Sanity check and fine-tuning
 # --------------------------------------------------------------------------------------------
+
+
+def fit_interleaved(trainers: Mapping[str, Trainer], slices: int = 10) -> dict[str, dict[str, Any]]:
+    """Train time-budgeted trainers round-robin, ``max_time / slices`` seconds at a time.
+
+    Each trainer's clock runs only inside its own ``fit``, so every run still gets exactly its
+    ``max_time``; interleaving spreads changes in machine load over all runs instead of letting
+    them fall on whichever run happened to be going (chapter 6's equal-time ablations).
+    Returns ``{name: trainer.metrics()}``.
+    """
+    if slices < 1:
+        raise ValueError(f"slices must be >= 1, got {slices}.")
+    for name, trainer in trainers.items():
+        if trainer.config.max_time is None:
+            raise ValueError(
+                f"trainer {name!r} has no max_time; interleaving needs time budgets "
+                "(TrainConfig(max_time=...))."
+            )
+    while any(t.stop_reason in (None, "paused") for t in trainers.values()):
+        for trainer in trainers.values():
+            if trainer.stop_reason in (None, "paused"):
+                trainer.fit(pause_after=trainer.config.max_time / slices)
+    return {name: t.metrics() for name, t in trainers.items()}
 
 
 def overfit_one_batch(
