@@ -9,6 +9,7 @@ comment, what the seed claimed.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -638,6 +639,15 @@ PINNED = {
     ("004", "training set, 90% of 679,872"): 611_884,  # seed: 611,884 (right)
     ("004", "validation set, the other 10%"): 67_988,  # seed: 67,988 (right)
     ("004", "input ids, 32 x 128 x 8 bytes (int64)"): 32_768,  # seed: 32 KB (right)
+    ("004", "20 epochs at the seed's ~10,000 tokens/second"): 20 * 611_884 * 128 / 10_000,
+    ("004", "20 epochs at the seed's 19,121 batches per 60 s"): 20 * 60 * 611_884 / 611_872,
+    ("004", "weight decay per step, fraction of W (λ = 0.01)"): 3e-4 * 0.01,  # seed: λ = 0.01
+    ("004", "lr in epoch 2, as its code schedules it"): 0.0003 * (1 + math.cos(math.pi / 20)) / 2,
+    ("004", "lr in epoch 2, by its formula"): 0.0003 * (1 + math.cos(math.pi / 10)) / 2,
+    ("004", "lr in epoch 20, as its code schedules it"): 0.0003
+    * (1 + math.cos(19 * math.pi / 20))
+    / 2,  # seed: 0.00001
+    ("004", "lr in epoch 20, by its formula"): 0.0,  # seed: 0.00001
 }
 
 #: Quantities the seeds get wrong (beyond their own rounding).
@@ -678,6 +688,11 @@ WRONG = {
         "attention scores, 32 x 4 heads x 128 x 128 x 4 bytes", "activations per batch",
         "batches per epoch, 611,884 / 32", "tokens/s at 19,121 batches per 60 s",
         "loss of an untrained model, V = 8000", "probability of the right token at loss 2.5",
+        "20 epochs at the seed's ~10,000 tokens/second",
+        "20 epochs at the seed's 19,121 batches per 60 s",
+        "weight decay per step, fraction of W (λ = 0.01)",
+        *(f"lr in epoch {e}, {how}" for e in (2, 20)
+          for how in ("as its code schedules it", "by its formula")),
     },
 }  # fmt: skip
 
@@ -695,6 +710,29 @@ def test_errata_flops_ratio_of_tinyllama_and_nano_trickster():
     tl, nano = ModelConfig.preset("tinyllama-1.1b"), ModelConfig.preset("nano-trickster")
     assert check.correct == S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
     assert check.correct == pytest.approx(189, abs=1) and not check.ok
+
+
+def test_errata_seed_004_schedule_and_decay_match_pytorch():
+    # Seed 004 runs CosineAnnealingLR(T_max=20), stepped once per epoch, and AdamW with only
+    # lr=0.0003 given, i.e. PyTorch's default weight_decay; errata recomputes both.
+    assert inspect.signature(torch.optim.AdamW).parameters["weight_decay"].default == 0.01
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.AdamW([weight], lr=0.0003)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20)
+    for epoch in range(1, 21):
+        lr = optimizer.param_groups[0]["lr"]
+        assert errata.seed004_lr(epoch) == pytest.approx(lr, rel=1e-12, abs=1e-15), epoch
+        # The seed's formula, LR(epoch) = 0.0003 x (1 + cos(pi x epoch / 20)) / 2:
+        formula = 0.0003 * (1 + math.cos(math.pi * epoch / 20)) / 2
+        assert errata.seed004_lr(epoch, as_coded=False) == pytest.approx(formula, abs=1e-15)
+        optimizer.step()
+        scheduler.step()
+    assert errata.adamw_decay_per_step(1e-3, 0.1) == pytest.approx(1e-4, rel=1e-9)
+    tokens = 20 * 611_884 * 128
+    check = next(c for c in errata.seed_checks() if c.quantity.startswith("20 epochs at"))
+    flops = S.training_flops(ModelConfig.preset("seed-tiny"), tokens)
+    assert f"{S.format_flops(flops)}." in check.note and "20.7 TFLOP/s" in check.note
+    assert flops / 600 == pytest.approx(20.7e12, rel=0.01)
 
 
 def test_errata_verdicts():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from tinytrans import sizing as S
+from tinytrans import train as T
 from tinytrans.model import ModelConfig
 
 #: The seeds by id, as titled in their first heading.
@@ -150,6 +151,31 @@ def seed003_option(letter: str) -> ModelConfig:
     raise ValueError(f"seed 003 has options 'B' and 'C', got {letter!r}.")
 
 
+def adamw_decay_per_step(lr: float, weight_decay: float) -> float:
+    """Fraction of a weight one ``torch.optim.AdamW`` step removes when its gradient is zero.
+
+    With a zero gradient the adaptive step is zero, so this is the decoupled decay alone:
+    PyTorch multiplies the weight by ``1 - lr * weight_decay``.
+    """
+    weight = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight], lr=lr, weight_decay=weight_decay)
+    weight.grad = torch.zeros_like(weight)
+    optimizer.step()
+    return 1.0 - weight.item()
+
+
+def seed004_lr(epoch: int, *, as_coded: bool = True) -> float:
+    """Seed 004's learning rate during (1-based) ``epoch`` of its 20: cosine from 0.0003 to 0.
+
+    ``as_coded``: as its code sets it, ``CosineAnnealingLR(optimizer, T_max=20)`` stepped after
+    each epoch, so epoch ``k`` trains at scheduler step ``k - 1``. Otherwise as its formula
+    writes it, ``LR(epoch) = 0.0003 x (1 + cos(pi x epoch / 20)) / 2``. Both are
+    :func:`tinytrans.train.lr_at` without warmup and with a floor of 0.
+    """
+    schedule = T.TrainConfig(lr=3e-4, warmup_steps=0, min_lr_ratio=0.0, max_steps=20)
+    return T.lr_at(epoch - 1 if as_coded else epoch, schedule)
+
+
 # --------------------------------------------------------------------------------------------
 # The checks, seed by seed
 # --------------------------------------------------------------------------------------------
@@ -230,6 +256,7 @@ SECTION_ORDER: dict[str, list[str]] = {
     ],
     "004": [
         "TinyTransformer Architecture",
+        "Training Workflow",
         "Parameter Count Calculation",
         "Memory Footprint",
         "Example: Model Instantiation",
@@ -241,6 +268,8 @@ SECTION_ORDER: dict[str, list[str]] = {
         "Memory and Performance",
         "Loss Computation",
         "Why Loss Decreases",
+        "AdamW Optimizer",
+        "Training Metrics Export (JSON)",
     ],
 }
 
@@ -967,6 +996,56 @@ def _seed004() -> list[SeedCheck]:
           "≈ 318 batches/second", 318, 19_121 / 60, "batches/s", 1),
         c("004", "Why Loss Decreases", "one gradient step, 0.0003 x 0.5", "= 0.00015", 0.00015,
           0.0003 * 0.5, "", 0.000001),
+    ]  # fmt: skip
+    # "Train for 20 epochs (~10 minutes)": every epoch sees all training windows of 128 tokens.
+    # The reference rates are the seed's own: "~10,000 tokens/second" and "19,121 batches/epoch
+    # ÷ 60 seconds"; the note gives the rate that ten minutes would take instead.
+    tokens = 20 * train * tiny.context_length
+    flops = S.training_flops(tiny, tokens)
+    ten_minutes = 10 * 60
+    seed_tokens_per_s, seed_batches_per_s = 10_000, 19_121 / 60
+    loc_plan = "Training Workflow"
+    per_token = S.training_flops_per_token(tiny)
+    # λ = 0.01 is a setting, not a rounded figure, so the decay check uses a tolerance well
+    # below it; the learning rates use the six decimals of the seed's own print(f"{lr:.6f}").
+    decay = adamw_decay_per_step(lr=3e-4, weight_decay=0.01)
+    steps = S.batches_per_epoch(train, 32)
+    plan = (
+        f"20 x {train:,} windows x 128 = {S.format_count(tokens)} tokens; at "
+        f"{S.format_flops(per_token)} per token that is {S.format_flops(flops)}. Ten minutes "
+        f"would take {format_value(tokens / ten_minutes, 'tokens/s')}, "
+        f"{flops / ten_minutes / 1e12:.1f} TFLOP/s sustained."
+    )
+    checks += [
+        _estimate("004", loc_plan, "20 epochs at the seed's ~10,000 tokens/second",
+                  "Train for 20 epochs (~10 minutes)", ten_minutes, tokens / seed_tokens_per_s,
+                  "s", plan),
+        _estimate("004", loc_plan, "20 epochs at the seed's 19,121 batches per 60 s",
+                  "Train for 20 epochs (~10 minutes)", ten_minutes,
+                  tokens / (32 * tiny.context_length * seed_batches_per_s), "s",
+                  "A minute per epoch, as its throughput section divides, is 20 minutes."),
+        c("004", "AdamW Optimizer", "weight decay per step, fraction of W (λ = 0.01)",
+          "W_t = W_{t-1} - α × m̂_t / (√v̂_t + ε) - λ × W_{t-1}", 0.01,
+          decay, "", 0.001,
+          f"Its AdamW(model.parameters(), lr=0.0003), with PyTorch's default weight_decay=0.01, "
+          f"decays by lr x λ = {decay:.3g} per step, {100 * (1 - (1 - decay) ** steps):.1f}% "
+          f"per epoch of {steps:,} steps; a bare λ x W would remove 1% of every weight each "
+          f"step."),
+        c("004", "Training Metrics Export (JSON)", "lr in epoch 2, as its code schedules it",
+          '"epoch": 2, ... "lr": 0.000295', 0.000295, seed004_lr(2), "", 1e-6,
+          "CosineAnnealingLR(T_max=20), stepped after each epoch: epoch 2 trains at step 1. "
+          "(Epoch 1 at step 0 is the JSON's 0.0003.) Tolerance: the six decimals its code "
+          "prints."),
+        c("004", "Training Metrics Export (JSON)", "lr in epoch 2, by its formula",
+          '"epoch": 2, ... "lr": 0.000295', 0.000295, seed004_lr(2, as_coded=False), "", 1e-6,
+          "LR(epoch) = 0.0003 × (1 + cos(π × epoch / 20)) / 2 at epoch 2: the formula runs "
+          "one epoch ahead of the code."),
+        c("004", "Training Metrics Export (JSON)", "lr in epoch 20, as its code schedules it",
+          '"epoch": 20, ... "lr": 0.00001', 0.00001, seed004_lr(20), "", 1e-6,
+          "The last epoch trains at step 19, 0.0003 × (1 - cos(π / 20)) / 2."),
+        c("004", "Training Metrics Export (JSON)", "lr in epoch 20, by its formula",
+          '"epoch": 20, ... "lr": 0.00001', 0.00001, seed004_lr(20, as_coded=False), "", 1e-6,
+          "cos(π) = -1: the formula ends at 0, as the seed's chart (\"Final LR: 0.0\") shows."),
     ]  # fmt: skip
     return _in_seed_order(checks)
 
