@@ -28,7 +28,7 @@ SEED_TITLES: dict[str, str] = {
     "004": "Training Guide: Understanding LLM Training from Corpus to Deployment",
 }
 
-#: Seeds that work nothing out by hand (so no checks): seed 002 is a software blueprint.
+#: Seeds that work nothing out by hand and so have no checks; seed 002 is a software blueprint.
 SEEDS_WITHOUT_ARITHMETIC: dict[str, str] = {
     "002": "A Principled, Iterative, and Object-Oriented Approach to Building a Large Language "
     "Model From Scratch",
