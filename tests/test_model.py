@@ -25,14 +25,7 @@ from tinytrans.model import (
     preset_names,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on shared cores run faster on one thread; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(vocab_size=37, context_length=16, d_model=16, n_layers=2, n_heads=4, d_ff=24)

@@ -384,34 +384,32 @@ def _readable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see half."""
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write through ``write(handle)`` to a temporary file in the same folder, then rename:
+    readers (and a Ctrl-C halfway) never leave a half-written file at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            write(handle)
         _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> Path:
+    return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _atomic_write_json(payload: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def dump(handle: Any) -> None:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+
+    return _atomic_write(path, dump, mode="w")
 
 
 def tokenizer_to_text(tokenizer: Any) -> str | None:
