@@ -197,9 +197,16 @@ def test_fit_trains_and_writes_metrics_and_checkpoints(tmp_path):
 def test_budgets_max_tokens_and_max_time():
     trainer = run(quiet(max_steps=None, max_tokens=8 * 16 * 5 + 1))
     assert trainer.step == 6 and trainer.stop_reason == "max_tokens" and trainer.horizon == 6
-    trainer = run(quiet(max_steps=None, max_time=1.5, time_probe_steps=2, eval_interval=1000))
+    # Behaviour, not speed: one probe step after the warm-up step fixes the horizon, which a
+    # tiny model reaches well inside the budget even on a loaded machine.
+    trainer = run(
+        quiet(
+            max_steps=None, max_time=2.0, time_probe_steps=1, eval_interval=1000,
+            eval_at_start=False,
+        )
+    )  # fmt: skip
     assert trainer.stop_reason == "max_time" and trainer.horizon is not None
-    assert trainer.horizon_fixed and trainer.step >= 3
+    assert trainer.horizon_fixed and trainer.step >= 2
 
 
 def test_early_stopping_on_plateau():
