@@ -5,4 +5,4 @@ The package mirrors the course: ``model`` (chapter 1), ``tokenizers`` and ``data
 ``widgets`` and ``interop`` sit on top.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
