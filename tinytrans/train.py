@@ -18,6 +18,7 @@ One loop serves a notebook on two CPU cores, a GPU and a ``torchrun`` job:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -25,12 +26,15 @@ import math
 import os
 import pickle
 import random
+import re
+import signal
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +51,7 @@ from tinytrans.model import ModelConfig, TinyTransformer
 
 __all__ = [
     "Callback",
+    "CheckpointWriteError",
     "DistInfo",
     "TrainConfig",
     "Trainer",
@@ -131,8 +136,22 @@ class TrainConfig:
     run_name: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.betas, (str, bytes)) or not isinstance(self.betas, Sequence):
+            raise ValueError(f"TrainConfig.betas must be two numbers, got {self.betas!r}.")
+        if not all(_is_real(b) for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers, got {self.betas!r}.")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        self.sample_prompts = tuple(self.sample_prompts)
+        prompts = self.sample_prompts
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
+            raise ValueError(
+                f"TrainConfig.sample_prompts must be a tuple of strings, got {prompts!r}; "
+                f"write sample_prompts=({prompts!r},) for one prompt."
+            )
+        self.sample_prompts = tuple(prompts)
+        if not all(isinstance(p, str) for p in self.sample_prompts):
+            raise ValueError(
+                f"TrainConfig.sample_prompts must hold strings, got {self.sample_prompts!r}."
+            )
         if self.out_dir is not None:
             self.out_dir = os.fspath(self.out_dir)
         self.validate()
@@ -147,18 +166,28 @@ class TrainConfig:
             _check_positive_int(key, getattr(self, key), optional=True)
         for key in ("warmup_steps", "sample_interval", "sample_tokens", "time_probe_steps"):
             _check_positive_int(key, getattr(self, key), allow_zero=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}.")
         _check_positive("lr", self.lr)
         _check_positive("eps", self.eps)
         if self.max_time is not None:
-            _check_positive("max_time", self.max_time)
+            _check_positive("max_time", self.max_time, "leave it None for no time limit")
         if self.grad_clip is not None:
-            _check_positive("grad_clip", self.grad_clip)
-        if self.sample_temperature < 0:
-            raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature}.")
+            _check_positive("grad_clip", self.grad_clip, "use None to turn clipping off")
+        for key in ("sample_temperature", "weight_decay", "min_delta", "min_lr_ratio"):
+            _check_non_negative(key, getattr(self, key))
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}.")
-        if self.weight_decay < 0 or self.min_delta < 0:
-            raise ValueError("weight_decay and min_delta must be >= 0.")
+        for key in ("out_dir", "run_name"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"TrainConfig.{key} must be a string or None, got {value!r}.")
+        for key in ("save_checkpoints", "progress", "log", "eval_at_start",
+                    "gradient_checkpointing"):  # fmt: skip
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(
+                    f"TrainConfig.{key} must be True or False, got {getattr(self, key)!r}."
+                )
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}.")
         if self.precision not in PRECISIONS:
@@ -194,9 +223,22 @@ def _check_positive_int(
         raise ValueError(f"TrainConfig.{key} must be {kind} integer, got {value!r}.")
 
 
-def _check_positive(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"TrainConfig.{key} must be a positive number, got {value!r}.")
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _check_positive(key: str, value: Any, hint: str = "") -> None:
+    """A finite number > 0 (``inf`` and ``nan`` are refused: they train on NaN)."""
+    if not _is_real(value) or not math.isfinite(value) or not value > 0:
+        extra = f"; {hint}" if hint else ""
+        raise ValueError(
+            f"TrainConfig.{key} must be a finite positive number, got {value!r}{extra}."
+        )
+
+
+def _check_non_negative(key: str, value: Any) -> None:
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"TrainConfig.{key} must be a finite number >= 0, got {value!r}.")
 
 
 def lr_at(step: int, config: TrainConfig, horizon: int | None = None) -> float:
@@ -384,18 +426,89 @@ def _readable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint or metrics file could not be written (full disk, read-only folder...).
+
+    The previous file of that name is left intact: writes go to a temporary file first."""
+
+
+#: Temporary files of :func:`_atomic_write`: ``<name>.<pid>.<random>.tmp``. The pid lets a
+#: later run tell the leftovers of a killed process (SIGKILL, power loss) from live writes.
+_TMP_NAME = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+#: The names the writer used before the pid was added (``last.pt<random>.tmp``).
+_LEGACY_TMP_NAME = re.compile(r"^(?:last\.pt|best\.pt|metrics\.json)[A-Za-z0-9_]{8}\.tmp$")
+_LEGACY_TMP_AGE_S = 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder``; return them.
+
+    A file is stale when the process named in it no longer runs (or, for the older naming
+    without a pid, when it is over an hour old). Live writers' files are left alone.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in folder.iterdir():
+        match = _TMP_NAME.match(entry.name)
+        stale = match is not None and not _pid_alive(int(match["pid"]))
+        if match is None and _LEGACY_TMP_NAME.match(entry.name):
+            with contextlib.suppress(OSError):
+                stale = now - entry.stat().st_mtime > _LEGACY_TMP_AGE_S
+        if stale and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write through ``write(handle)`` to a temporary file in the same folder, then rename:
-    readers (and a Ctrl-C halfway) never leave a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    readers (and a Ctrl-C halfway) never leave a half-written file at ``path``.
+
+    Any failure (a full disk makes ``torch.save`` raise ``RuntimeError``) removes the
+    temporary file and becomes a :class:`CheckpointWriteError` naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise CheckpointWriteError(
+            f"cannot write {path}: {error.strerror or error}; choose another "
+            "output folder (--out / out_dir) that you can write to"
+        ) from error
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             write(handle)
         _readable(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError)) and not isinstance(
+            error, CheckpointWriteError
+        ):
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+            raise CheckpointWriteError(
+                f"could not write {path} ({reason}); the previous {path.name} is intact -- "
+                "free disk space or choose another output folder"
+            ) from error
         raise
     return path
 
@@ -435,16 +548,161 @@ def tokenizer_from_text(text: str | None) -> Any:
 
 
 def _read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True`` and check the whole structure before anyone uses it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file; pass the path of a .pt checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable tinytrans checkpoint: {error}") from error
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():
+            raise ValueError(
+                f"{path} is not a readable tinytrans checkpoint (not a PyTorch file, or "
+                "truncated); use a file written by `tinytrans train` or save_model"
+            ) from None
+        raise ValueError(
+            f"{path} is not a tinytrans checkpoint: it holds Python objects beyond tensors and "
+            "plain data, which tinytrans refuses to unpickle; use a file written by "
+            "`tinytrans train` or save_model"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} is not a readable tinytrans checkpoint (truncated or not a PyTorch file: "
+            f"{first[:120]}); use a file written by `tinytrans train` or save_model"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a tinytrans checkpoint (no '{CHECKPOINT_FORMAT}' tag).")
+    _validate_checkpoint(state, path)
     return state
+
+
+def _damaged(path: Any, what: str) -> ValueError:
+    return ValueError(
+        f"checkpoint {path} is damaged or was not written by tinytrans: {what}; "
+        "use another checkpoint (last.pt or best.pt of a run)"
+    )
+
+
+_OPTIONAL_INT = (int, type(None))
+#: Field -> allowed types of a training checkpoint (checked before anything is restored).
+_TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
+    "train_config": (dict,),
+    "optimizer": (dict,),
+    "scaler": (dict,),
+    "step": (int,),
+    "tokens_seen": (int,),
+    "tokens_per_step": _OPTIONAL_INT,
+    "horizon": _OPTIONAL_INT,
+    "horizon_fixed": (bool,),
+    "train_time": (int, float),
+    "history": (list,),
+    "train_losses": (list,),
+    "best_val_loss": (int, float),
+    "best_step": _OPTIONAL_INT,
+    "evals_without_improvement": (int,),
+    "rng": (dict,),
+    "data": (dict,),
+    "run_id": (str,),
+}
+
+
+def _validate_checkpoint(state: dict[str, Any], path: Any) -> None:
+    """Raise ``ValueError`` for a checkpoint whose structure is not what tinytrans writes."""
+    version = state.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _damaged(path, f"version {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format version {version}, newer than this tinytrans reads "
+            f"({CHECKPOINT_VERSION}); upgrade tinytrans"
+        )
+    kind = state.get("kind")
+    if kind not in ("training", "model"):
+        raise _damaged(path, f"kind {kind!r} (expected 'training' or 'model')")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not weights:
+        raise _damaged(path, "no model weights")
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise _damaged(path, f"weight {key!r} is not a tensor")
+    if not isinstance(state.get("model_config"), dict):
+        raise _damaged(path, "no model_config")
+    tokenizer = state.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise _damaged(path, "the tokenizer is not text")
+    if kind != "training":
+        return
+    for key, types in _TRAINING_FIELDS.items():
+        value = state.get(key)
+        if (
+            key not in state
+            or not isinstance(value, types)
+            or (isinstance(value, bool) and bool not in types)
+        ):
+            raise _damaged(path, f"field {key!r} is missing or has type {type(value).__name__}")
+    if state["step"] < 0 or state["tokens_seen"] < 0:
+        raise _damaged(path, "a negative step or token count")
+    if not all(_is_real(v) for v in state["train_losses"]):
+        raise _damaged(path, "train_losses holds something other than numbers")
+    if len(state["train_losses"]) != state["step"]:
+        raise _damaged(path, f"{len(state['train_losses'])} losses for {state['step']} steps")
+    if not all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in state["history"]):
+        raise _damaged(path, "history entries without a step")
+    optimizer = state["optimizer"]
+    if not isinstance(optimizer.get("state"), dict) or not isinstance(
+        optimizer.get("param_groups"), list
+    ):
+        raise _damaged(path, "the optimizer state has no 'state' and 'param_groups'")
+    rng = state["rng"]
+    if (
+        not isinstance(rng.get("torch"), torch.Tensor)
+        or not isinstance(rng.get("python"), dict)
+        or not isinstance(rng.get("numpy"), dict)
+    ):
+        raise _damaged(path, "the random-number states are incomplete")
+    if not isinstance(state["data"].get("samplers"), dict):
+        raise _damaged(path, "the data position has no sampler states")
+
+
+def _check_weights(
+    expected: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Names and shapes of ``saved`` must be those of ``expected`` (a model's state dict)."""
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    wrong = [
+        f"{k} {tuple(saved[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if extra:
+            parts.append(f"unexpected {extra[:3]}")
+        if wrong:
+            parts.append(f"wrong shapes {wrong[:3]}")
+        raise ValueError(
+            f"{source}: the weights do not match its model_config ({'; '.join(parts)}); the file "
+            "is damaged or was edited -- use another checkpoint"
+        )
+
+
+def _model_skeleton(config: ModelConfig) -> TinyTransformer:
+    """The model of ``config`` on the meta device: shapes only, no memory allocated."""
+    with torch.device("meta"):
+        return TinyTransformer(config)
+
+
+def _config_from_checkpoint(state: dict[str, Any], path: Any) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(state["model_config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {path} has an invalid model_config: {error}") from None
 
 
 def check_model_config(model_config: ModelConfig, saved: dict[str, Any], source: str) -> None:
@@ -470,11 +728,24 @@ def save_model(
     """An inference-only checkpoint: weights (optionally cast, e.g. to bf16), config, tokenizer.
 
     Loads with :func:`load_checkpoint`; about 4 bytes per parameter in fp32, 2 in bf16/fp16.
+    A model from :func:`tinytrans.generate.quantize_int8` is saved with its int8 weights
+    dequantized (exactly) and quantized again by :func:`load_checkpoint`.
     """
-    weights = {
-        k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
-        for k, v in model.state_dict().items()
-    }
+    quantized = _dequantized_state(model)
+    if quantized is not None:
+        if dtype is not None:
+            raise ValueError(
+                "an int8 model cannot be cast to another dtype; save it with dtype=None"
+            )
+        extra = {**(extra or {}), "quantization": "int8-dynamic"}
+    weights = (
+        quantized
+        if quantized is not None
+        else {
+            k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
+            for k, v in model.state_dict().items()
+        }
+    )
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -487,6 +758,33 @@ def save_model(
     return _atomic_torch_save(state, Path(path))
 
 
+def _dequantized_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The float state dict of a dynamically quantized model (``None`` for a float model)."""
+    quantized = {
+        name: module
+        for name, module in model.named_modules()
+        if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight")
+    }
+    if not quantized:
+        return None
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if any(key.startswith(f"{name}.") for name in quantized):
+            continue
+        if isinstance(value, torch.Tensor):
+            state[key] = value.detach().cpu()
+    for name, module in quantized.items():
+        state[f"{name}.weight"] = module.weight().dequantize().detach().cpu()
+        bias = module.bias()
+        if bias is not None:
+            state[f"{name}.bias"] = bias.detach().cpu()
+    config = getattr(model, "config", None)
+    if getattr(config, "tie_embeddings", False) and "tok_emb.weight" in state:
+        # Tied: the loaded model shares one matrix, which quantize_int8 quantizes again.
+        state["lm_head.weight"] = state["tok_emb.weight"]
+    return state
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: Any = "cpu"
 ) -> tuple[TinyTransformer, Any, dict[str, Any]]:
@@ -497,11 +795,19 @@ def load_checkpoint(
     ``train_config``, ``model_config``... (not the optimizer state).
     """
     state = _read_checkpoint(path, map_location)
-    model = TinyTransformer(ModelConfig.from_dict(state["model_config"]))
+    config = _config_from_checkpoint(state, path)
+    # Shapes first, on the meta device: a config asking for more than the file holds fails
+    # here instead of allocating it.
+    _check_weights(_model_skeleton(config).state_dict(), state["model"], f"checkpoint {path}")
+    tokenizer = tokenizer_from_text(state.get("tokenizer"))
+    model = TinyTransformer(config)
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     model.load_state_dict(weights)
     model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
-    tokenizer = tokenizer_from_text(state.get("tokenizer"))
+    if state.get("quantization") == "int8-dynamic":
+        from tinytrans.generate import quantize_int8
+
+        model = quantize_int8(model.cpu())
     skip = {"model", "optimizer", "scaler", "rng", "data", "tokenizer"}
     info = {k: v for k, v in state.items() if k not in skip}
     info["path"] = str(path)
@@ -628,6 +934,65 @@ class _Clock:
         self.last = None
 
 
+class _Interrupts:
+    """SIGINT and SIGTERM while :meth:`Trainer.fit` runs, turned into a clean stop.
+
+    The first signal only sets a flag: the loop finishes the step (or evaluation) it is in,
+    saves "last" and returns, so the checkpoint is always at a step boundary and a resume
+    repeats the uninterrupted run bit for bit. A second signal stops at once by raising
+    ``KeyboardInterrupt`` -- except inside a *critical section* (the optimizer update and its
+    bookkeeping, checkpoint writes), where it waits for the section to end.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.depth = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        self.received = []
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                number = getattr(signal, name, None)
+                if number is None:
+                    continue
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for number, previous in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.received.append(signal.Signals(number).name)
+        if len(self.received) >= 2 and self.depth == 0:
+            raise KeyboardInterrupt
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.received)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """Defer a second signal's ``KeyboardInterrupt`` until this block is done."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and len(self.received) >= 2:
+            raise KeyboardInterrupt
+
+
+class _Diverged(Exception):
+    """The loss (or gradient norm) stopped being a finite number."""
+
+
 @dataclass
 class _Probe:
     """Step and evaluation durations used to turn a time budget into a step horizon."""
@@ -695,6 +1060,13 @@ class Trainer:
         self.timed_tokens = 0  # ... and the tokens (all ranks) they processed: tokens/s
         self._probe = _Probe()
         self._snapshot: dict[str, Any] | None = None
+        self._interrupts = _Interrupts()
+        #: The signal that stopped the last ``fit`` ("SIGINT", "SIGTERM"), if any.
+        self.interrupt_signal: str | None = None
+        #: Why the run diverged (a sentence), when ``stop_reason == "diverged"``.
+        self.divergence: str | None = None
+        if self.out_dir is not None and self.dist.is_main and self.config.save_checkpoints:
+            remove_stale_temporaries(self.out_dir)
 
     # -- set-up checks ----------------------------------------------------------------------
     def _check_vocab(self) -> None:
@@ -757,16 +1129,30 @@ class Trainer:
             group["lr"] = lr
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        self.tokens_seen += self.tokens_per_step or 0
-        self._snapshot = None
         local = total / cfg.grad_accum_steps
-        mean_loss = self._mean_over_ranks(local)
-        self.train_losses.append(mean_loss)
+        self._check_finite(float(local), grad_norm)
+        with self._interrupts.critical():  # the update and its bookkeeping: all or nothing
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            self.tokens_seen += self.tokens_per_step or 0
+            mean_loss = self._mean_over_ranks(local)
+            self.train_losses.append(mean_loss)
+            self._snapshot = None
         return {"step": self.step, "loss": mean_loss, "local_loss": float(local), "lr": lr,
                 "grad_norm": grad_norm, "tokens": self.tokens_seen}  # fmt: skip
+
+    def _check_finite(self, loss: float, grad_norm: float) -> None:
+        """Stop before a NaN/inf update reaches the weights (fp16's scaler skips inf grads)."""
+        bad_grad = not math.isfinite(grad_norm) and self.precision != "fp16"
+        if math.isfinite(loss) and not bad_grad:
+            return
+        what = (
+            f"the loss became {loss}"
+            if not math.isfinite(loss)
+            else (f"the gradient norm became {grad_norm}")
+        )
+        raise _Diverged(f"{what} at step {self.step + 1}")
 
     def _clip_gradients(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -805,6 +1191,17 @@ class Trainer:
         started = time.perf_counter()
         val_loss = self.evaluate()
         self._probe.eval_seconds = time.perf_counter() - started
+        if not math.isfinite(val_loss):
+            raise _Diverged(f"the validation loss became {val_loss} at step {self.step}")
+        with self._interrupts.critical():  # the record, the best step and their files agree
+            record = self._record_eval(val_loss)
+        if self.dist.is_main:
+            for callback in self.callbacks:
+                if hasattr(callback, "on_eval"):
+                    callback.on_eval(self, record)
+        return record
+
+    def _record_eval(self, val_loss: float) -> dict[str, Any]:
         since = [e["step"] for e in self.history]
         recent = self.train_losses[(since[-1] if since else 0) :]
         record = {
@@ -831,9 +1228,6 @@ class Trainer:
             self._save("best")
         self._save("last")
         self.write_metrics()
-        for callback in self.callbacks:
-            if hasattr(callback, "on_eval"):
-                callback.on_eval(self, record)
 
     def sample(self) -> list[dict[str, Any]]:
         """Sample from each of ``config.sample_prompts`` (fixed seeds: comparable over time)."""
@@ -863,23 +1257,39 @@ class Trainer:
         with ``stop_reason == "interrupted"``.
         """
         self.stop_reason = None
+        self.interrupt_signal = None
+        self.divergence = None
         self.model.train()
         self.clock.start()
         fit_started = self.clock.total
         bar = self._progress_bar()
         try:
-            if self.step == 0 and not self.history and self.config.eval_at_start:
-                self._run_eval()
-            while not self._should_stop(fit_started, pause_after):
-                self._one_iteration(bar)
-        except KeyboardInterrupt:
-            self._interrupted()
+            with self._interrupts:
+                try:
+                    if self._eval_due():
+                        self._run_eval()
+                    while not self._should_stop(fit_started, pause_after):
+                        self._one_iteration(bar)
+                    if self.stop_reason == "interrupted":
+                        self._interrupted()
+                    elif self.stop_reason != "paused":
+                        self._finish()
+                except KeyboardInterrupt:
+                    self._interrupted()
+                except _Diverged as error:
+                    self._diverged(str(error))
         finally:
             bar.close()
-        if self.stop_reason not in ("interrupted", "paused"):
-            self._finish()
-        self.clock.stop()
+            self.clock.stop()
         return self.metrics()
+
+    def _eval_due(self) -> bool:
+        """An evaluation owed at this step: the first one, or one an interrupt cut short."""
+        if self.history and self.history[-1]["step"] == self.step:
+            return False
+        if self.step == 0:
+            return not self.history and self.config.eval_at_start
+        return self.step % self.config.eval_interval == 0
 
     def _one_iteration(self, bar: Any) -> None:
         started = time.perf_counter()
@@ -908,7 +1318,13 @@ class Trainer:
     def _should_stop(self, fit_started: float, pause_after: float | None) -> bool:
         """Decide on rank 0's clock and share it, so every rank stops at the same step."""
         now, cfg = self.clock.tick(), self.config
+        interrupted = self._interrupts.requested
+        if self.dist.enabled:  # any rank's signal stops every rank at this step
+            flag = torch.tensor([int(interrupted)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            interrupted = bool(int(flag))
         reasons = [
+            (interrupted, "interrupted"),
             (cfg.max_steps is not None and self.step >= cfg.max_steps, "max_steps"),
             (cfg.max_tokens is not None and self.tokens_seen >= cfg.max_tokens, "max_tokens"),
             (cfg.max_time is not None and now >= cfg.max_time, "max_time"),
@@ -956,18 +1372,44 @@ class Trainer:
             self.write_metrics()
             self._log(f"stopped ({self.stop_reason}) at step {self.step}")
 
-    def _interrupted(self) -> None:
-        """Roll back a half-done step (data position, RNG), then save "last"."""
+    def _rollback(self) -> None:
+        """Undo a step cut short before its update (data position, RNG, gradients)."""
         if self._snapshot is not None:
             self.datamodule.load_state_dict(self._snapshot["data"])
             restore_rng(self._snapshot["rng"])
             self._snapshot = None
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _interrupted(self) -> None:
+        """Save "last" at the step boundary reached (a half-done step is rolled back first).
+
+        Interrupts never land inside an update (see :class:`_Interrupts`), so the weights,
+        the optimizer and the step counter always agree, and the resume is exact."""
+        self._rollback()
         self.stop_reason = "interrupted"
+        received = self._interrupts.received
+        self.interrupt_signal = received[0] if received else "SIGINT"
         if self.dist.is_main:
-            self._save("last")
+            with self._interrupts.critical():
+                self._save("last")
+                self.write_metrics()
+            where = f" to {self.out_dir / 'last.pt'}" if self._saves else ""
+            self._log(
+                f"interrupted ({self.interrupt_signal}) at step {self.step}; saved the last checkpoint{where}"
+            )
+
+    def _diverged(self, reason: str) -> None:
+        """Stop without saving the broken weights; the checkpoints keep the last good step."""
+        self._rollback()
+        self.stop_reason = "diverged"
+        self.divergence = reason
+        if self.dist.is_main:
             self.write_metrics()
-            self._log(f"interrupted at step {self.step}; saved the last checkpoint")
+            self._log(f"stopped: {reason}; the checkpoints were not overwritten")
+
+    @property
+    def _saves(self) -> bool:
+        return self.out_dir is not None and self.config.save_checkpoints
 
     # -- progress and logging ---------------------------------------------------------------
     def _progress_bar(self) -> Any:
@@ -1064,15 +1506,17 @@ class Trainer:
         return _atomic_torch_save(self.checkpoint_state(), Path(path))
 
     def _save(self, which: str) -> None:
-        if self.out_dir is not None and self.config.save_checkpoints:
-            self.save_checkpoint(self.out_dir / f"{which}.pt")
+        if self._saves:
+            self.save_checkpoint(self.out_dir / f"{which}.pt")  # type: ignore[operator]
 
     def resume(self, path: str | os.PathLike[str]) -> Trainer:
         """Restore a training checkpoint so that :meth:`fit` continues the run exactly."""
-        state = _read_checkpoint(path, map_location=self.device)
+        state = _read_checkpoint(path, map_location="cpu")
         if state.get("kind") != "training":
             raise ValueError(f"{path} holds only model weights; it cannot resume training.")
+        _config_from_checkpoint(state, path)
         check_model_config(self.model.config, state["model_config"], f"checkpoint {path}")
+        self._validate_resume(state, path)  # everything checked before anything changes
         self._warn_config_changes(state["train_config"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -1085,6 +1529,38 @@ class Trainer:
         self.clock.total = float(state["train_time"])
         restore_rng(state["rng"])
         return self
+
+    def _validate_resume(self, state: dict[str, Any], path: Any) -> None:
+        """Check weights, optimizer, data position and settings against this trainer."""
+        _check_weights(self.model.state_dict(), state["model"], f"checkpoint {path}")
+        try:
+            TrainConfig.from_dict(state["train_config"])
+        except (TypeError, ValueError) as error:
+            raise _damaged(path, f"its train_config is invalid ({error})") from None
+        mine = self.optimizer.state_dict()
+        saved = state["optimizer"]
+        groups = saved["param_groups"]
+        if len(groups) != len(mine["param_groups"]) or any(
+            not isinstance(g, dict) or len(g.get("params", ())) != len(m["params"])
+            for g, m in zip(groups, mine["param_groups"], strict=False)
+        ):
+            raise _damaged(path, "its optimizer state was made for other parameters")
+        shapes = {i: tuple(p.shape) for i, p in enumerate(self._parameters_in_order())}
+        for index, entry in saved["state"].items():
+            if index not in shapes or not isinstance(entry, dict):
+                raise _damaged(path, f"optimizer state for an unknown parameter {index!r}")
+            for name in ("exp_avg", "exp_avg_sq"):
+                value = entry.get(name)
+                if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[index]:
+                    raise _damaged(
+                        path, f"optimizer {name} of parameter {index} has the wrong shape"
+                    )
+        check = getattr(self.datamodule, "check_state_dict", None)
+        if callable(check):
+            check(state["data"])
+
+    def _parameters_in_order(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _warn_config_changes(self, saved: dict[str, Any]) -> None:
         mine = self.config.to_dict()
