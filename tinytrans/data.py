@@ -18,6 +18,7 @@ Cache folder: ``$TINYTRANS_CACHE``, else ``$XDG_CACHE_HOME/tinytrans``, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -25,9 +26,11 @@ import os
 import re
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPException
@@ -65,6 +68,11 @@ __all__ = [
 #: Bump when the markdown -> text rules change, so cached corpora are rebuilt.
 CONVERTER_VERSION = 1
 CORPORA = ("shakespeare", "python-docs")
+#: Largest text file (and download) read by default: 1 GiB. A larger corpus needs
+#: ``max_bytes=`` (it would not fit the course's machines in memory as tokens anyway).
+MAX_TEXT_BYTES = 1 << 30
+#: Overall limit on one download, in seconds (``timeout`` is per network operation).
+DOWNLOAD_DEADLINE_S = 1800.0
 
 
 class DownloadError(OSError):
@@ -87,18 +95,55 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "tinytrans"
 
 
+def _umask_mode(path: str | os.PathLike[str]) -> None:
+    """The permissions a normally created file gets (``mkstemp`` makes them 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _atomic_write_text(path: Path, text: str) -> Path:
     """Write via a temporary file in the same folder and ``os.replace`` (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="", errors="surrogatepass") as f:
             f.write(text)
+        _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _cache_text(path: Path, text: str) -> None:
+    """Cache ``text`` at ``path`` if the cache folder is writable; carry on without it if not."""
+    try:
+        _atomic_write_text(path, text)
+    except OSError as err:
+        import warnings
+
+        warnings.warn(
+            f"could not cache {path.name} in {path.parent} ({err.strerror or err}); the corpus "
+            "is rebuilt each time -- set TINYTRANS_CACHE to a writable folder to keep it",
+            stacklevel=3,
+        )
+
+
+def normalize_sha256(sha256: str | None) -> str | None:
+    """``sha256`` stripped and lower-cased, or ``ValueError`` if it is not 64 hex digits."""
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str):
+        raise ValueError(f"sha256 must be a string of 64 hex digits, got {sha256!r}")
+    value = sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(
+            f"sha256 must be 64 hex digits, got {sha256!r}; copy the whole hash "
+            "(e.g. from `sha256sum FILE`)"
+        )
+    return value
 
 
 def _sha256_file(path: Path) -> str:
@@ -109,14 +154,27 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_utf8(path: str | os.PathLike[str]) -> str:
+def read_utf8(path: str | os.PathLike[str], max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Read a UTF-8 text file; errors say which file and, for bad bytes, where."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path} (check the path)")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; pass the path of a text file")
-    data = path.read_bytes()
+    if not path.is_file():
+        raise ValueError(
+            f"{path} is not a regular file (a device, pipe or socket); pass a text file"
+        )
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{path} has {size:,} bytes, more than the {max_bytes:,} read at most; pass "
+            "max_bytes= to read it anyway, or use a smaller file"
+        )
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} grew beyond {max_bytes:,} bytes while being read")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -146,7 +204,7 @@ class CorpusInfo:
     def of(
         cls, name: str, text: str, path: Path | None = None, plays: Sequence[str] = ()
     ) -> CorpusInfo:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", errors="surrogatepass")  # lone surrogates are legal text
         return cls(name, len(text), len(data), hashlib.sha256(data).hexdigest(), path, tuple(plays))
 
 
@@ -279,13 +337,20 @@ def _shakespeare(plays: Iterable[str] | None, cache: Path) -> Corpus:
     if len(chosen) != len(_play_files()):
         key += "-" + hashlib.sha256(",".join(chosen).encode()).hexdigest()[:12]
     path = cache / "corpora" / f"{key}.txt"
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-    else:
+    text = _read_cached(path)
+    if text is None:
         texts = [play_to_text(p.read_text(encoding="utf-8")) for p in chosen.values()]
         text = "\n\n".join(t for t in texts if t) + "\n"
-        _atomic_write_text(path, text)
+        _cache_text(path, text)
     return Corpus(text, CorpusInfo.of("shakespeare", text, path, list(chosen)))
+
+
+def _read_cached(path: Path) -> str | None:
+    """A cached corpus, or ``None`` when it is absent or unreadable (then it is rebuilt)."""
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _python_docs(cache: Path) -> Corpus:
@@ -298,11 +363,10 @@ def _python_docs(cache: Path) -> Corpus:
         ) from err
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     path = cache / "corpora" / f"python-docs-{version}-v{CONVERTER_VERSION}.txt"
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-    else:
+    text = _read_cached(path)
+    if text is None:
         text = "\n\n".join(topics[k].strip("\n") for k in sorted(topics)) + "\n"
-        _atomic_write_text(path, text)
+        _cache_text(path, text)
     return Corpus(text, CorpusInfo.of("python-docs", text, path))
 
 
@@ -342,32 +406,143 @@ def _download_path(url: str, cache: Path) -> Path:
     return cache / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
 
 
-def _stream_to(response: Any, tmp: Path, url: str, progress: bool | None) -> str:
-    """Copy the HTTP body to ``tmp``; return its sha256; check the announced length."""
+class _Decoder:
+    """Undo a ``Content-Encoding`` (gzip, deflate) so the cache holds the file itself."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._z = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj()
+        else:
+            raise DownloadError(
+                f"{url} was sent with Content-Encoding {encoding!r}, which tinytrans cannot "
+                "decode; download it yourself and pass the file"
+            )
+        self.url = url
+
+    def feed(self, block: bytes) -> bytes:
+        if self._z is None:
+            return block
+        try:
+            return self._z.decompress(block)
+        except zlib.error as err:
+            raise DownloadError(
+                f"the compressed body of {self.url} is damaged ({err}); try again"
+            ) from None
+
+    def close(self) -> bytes:
+        if self._z is None:
+            return b""
+        tail = self._z.flush()
+        if not self._z.eof:
+            raise DownloadError(
+                f"the compressed body of {self.url} ended early; the partial file was removed, "
+                "try again"
+            )
+        return tail
+
+
+def _announced_length(response: Any, url: str) -> int | None:
+    """The ``Content-Length`` (``None`` when absent); a malformed one is an error."""
+    header = response.headers.get("Content-Length")
+    if header is None:
+        return None
+    header = header.strip()
+    if not header.isdigit():
+        raise DownloadError(
+            f"{url} sent an invalid Content-Length {header!r}; the server is misbehaving, "
+            "try again later or pass a local file"
+        )
+    return int(header)
+
+
+def _stream_to(
+    response: Any,
+    tmp: Path,
+    url: str,
+    progress: bool | None,
+    deadline: float,
+    max_bytes: int,
+) -> tuple[str, bool]:
+    """Copy the (decoded) body to ``tmp``; return its sha256 and whether its end was certain.
+
+    The end is certain when the server announced a length that arrived in full, or used
+    chunked encoding (whose last chunk marks the end). A body that just stops -- no length,
+    connection closed -- may be cut short, so it is never cached without a sha256.
+    """
     from tqdm import tqdm
 
-    length_header = response.headers.get("Content-Length")
-    expected = int(length_header) if length_header and length_header.isdigit() else None
+    expected = _announced_length(response, url)
+    chunked = "chunked" in (response.headers.get("Transfer-Encoding") or "").lower()
+    decoder = _Decoder(response.headers.get("Content-Encoding") or "", url)
     disable = not sys.stderr.isatty() if progress is None else not progress
-    h, received = hashlib.sha256(), 0
+    h, received, written = hashlib.sha256(), 0, 0
     with (
         tmp.open("wb") as f,
         tqdm(total=expected, unit="B", unit_scale=True, desc=url[-40:], disable=disable) as bar,
     ):
         while True:
+            if time.monotonic() > deadline:
+                raise DownloadError(
+                    f"download of {url} took longer than its deadline (received {received:,} "
+                    "bytes); the server is too slow -- try again later or raise deadline="
+                )
             block = response.read(1 << 16)
             if not block:
                 break
-            f.write(block)
-            h.update(block)
             received += len(block)
             bar.update(len(block))
+            data = decoder.feed(block)
+            written += len(data)
+            if written > max_bytes:
+                raise DownloadError(
+                    f"download of {url} is larger than {max_bytes:,} bytes; pass max_bytes= "
+                    "to allow it"
+                )
+            f.write(data)
+            h.update(data)
+        tail = decoder.close()
+        f.write(tail)
+        h.update(tail)
     if expected is not None and received != expected:
         raise DownloadError(
             f"download of {url} was interrupted: received {received} of {expected} bytes; "
             "the partial file was removed, try again"
         )
-    return h.hexdigest()
+    return h.hexdigest(), expected is not None or chunked
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Delete ``.part`` files of ``path`` left by killed downloads (their pid is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.part$")
+    legacy = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.part$")
+    if not path.parent.is_dir():
+        return
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        stale = match is not None and not _pid_alive(int(match.group(1)))
+        if match is None and legacy.match(entry.name):
+            with contextlib.suppress(OSError):
+                stale = time.time() - entry.stat().st_mtime > 3600
+        if stale:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return pid > 0
 
 
 def download(
@@ -376,44 +551,73 @@ def download(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     timeout: float = 60.0,
+    deadline: float | None = DOWNLOAD_DEADLINE_S,
+    max_bytes: int = MAX_TEXT_BYTES,
 ) -> Path:
     """Download ``url`` once into ``<cache>/downloads`` and return the file's path.
 
     The body is streamed to a temporary file and renamed into place only when complete
     (and matching ``sha256`` if given), so the cache never holds a partial file. A cached
     file is reused without any network access; if it does not match ``sha256`` it is
-    fetched again.
+    fetched again. ``timeout`` bounds each network operation, ``deadline`` the whole
+    download (seconds). A gzip/deflate ``Content-Encoding`` is decoded.
+
+    A body whose end cannot be checked (no ``Content-Length``, not chunked: the connection
+    just closed) is returned but not cached unless ``sha256`` confirms it, so a cut-short
+    file is never reused.
     """
+    sha256 = normalize_sha256(sha256)
+    if not _is_url(url):
+        raise ValueError(f"{url!r} is not an http(s) URL")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = _download_path(url, cache)
     if path.is_file():
-        if sha256 is None or _sha256_file(path) == sha256.lower():
+        if sha256 is None or _sha256_file(path) == sha256:
             return path
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_parts(path)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".part"
+        )
+    except OSError as err:
+        raise DownloadError(
+            f"cannot write to the download cache {path.parent} ({err.strerror or err}); set "
+            "TINYTRANS_CACHE to a writable folder"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
+    limit = time.monotonic() + (deadline if deadline is not None else float("inf"))
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
     try:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                digest = _stream_to(response, tmp, url, progress)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                digest, complete = _stream_to(response, tmp, url, progress, limit, max_bytes)
         except urllib.error.HTTPError as err:
             raise DownloadError(
                 f"download of {url} failed: HTTP {err.code} {err.reason}; check the URL"
             ) from None
         except urllib.error.URLError as err:
             raise DownloadError(f"could not reach {url}: {err.reason}") from None
-        except (HTTPException, ConnectionError, TimeoutError) as err:
+        except (HTTPException, ConnectionError, TimeoutError, OSError) as err:
+            if isinstance(err, DownloadError):
+                raise
             raise DownloadError(
                 f"download of {url} was interrupted ({type(err).__name__}: {err}); "
                 "the partial file was removed, try again"
             ) from None
-        if sha256 is not None and digest != sha256.lower():
+        if sha256 is not None and digest != sha256:
             raise ChecksumError(
-                f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; "
+                f"sha256 mismatch for {url}: expected {sha256}, got {digest}; "
                 "the file was deleted -- check the URL and the expected hash"
             )
+        _umask_mode(tmp)
+        if not complete and sha256 is None:
+            # Usable now, never reused: the next call downloads it again.
+            unverified = path.with_name(path.name + ".unverified")
+            os.replace(tmp, unverified)
+            return unverified
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -431,6 +635,7 @@ def load_text(
     For a local file, ``sha256`` (if given) is checked too.
     """
     source = os.fspath(path_or_url)
+    sha256 = normalize_sha256(sha256)
     if _is_url(source):
         path = download(source, sha256=sha256, cache_dir=cache_dir, progress=progress)
     else:
@@ -439,10 +644,11 @@ def load_text(
         path = Path(source).expanduser()
         text = read_utf8(path)
         if sha256 is not None:
-            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            if digest != sha256.lower():
+            digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+            if digest != sha256:
                 raise ChecksumError(
-                    f"sha256 mismatch for {path}: expected {sha256.lower()}, got {digest}"
+                    f"sha256 mismatch for {path}: expected {sha256}, got {digest}; check "
+                    "the file and the expected hash"
                 )
         return text
     return read_utf8(path)
@@ -655,7 +861,8 @@ class DataModule:
     taken from the whole text (it learns nothing beyond which characters exist).
 
     The text is ``text=`` if given, else ``corpus``: a built-in name (``"shakespeare"``,
-    ``"python-docs"``), a file path or an http(s) URL.
+    ``"python-docs"``), a file path or an http(s) URL. ``sha256`` (optional) is the expected
+    hash of the text's UTF-8 bytes: a download or file that does not match is refused.
 
     ``prepare()`` loads the text and trains the tokenizer; ``setup()`` encodes and
     splits. Both run on first use. Training batches are random windows
@@ -675,9 +882,16 @@ class DataModule:
         vocab_size: int | None = None,
         plays: Iterable[str] | None = None,
         tokenizer_options: dict[str, Any] | None = None,
+        sha256: str | None = None,
     ) -> None:
+        for key, value in (("context_length", context_length), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer >= 1, not {value!r}")
         if context_length < 1 or batch_size < 1:
             raise ValueError("context_length and batch_size must be >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, not {seed!r}")
+        self.sha256 = normalize_sha256(sha256)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
         if text is None and corpus is None:
@@ -712,7 +926,7 @@ class DataModule:
                 f"unknown corpus {corpus!r}: not a built-in corpus {CORPORA}, "
                 "an http(s) URL or an existing file"
             )
-        text = load_text(corpus)
+        text = load_text(corpus, sha256=self.sha256)
         path = None if _is_url(corpus) else Path(corpus)
         return text, CorpusInfo.of(corpus, text, path)
 
@@ -722,6 +936,11 @@ class DataModule:
             text, info = self._load_text()
             if not text:
                 raise ValueError(f"the corpus {info.name!r} is empty; there is nothing to train on")
+            if self.sha256 is not None and info.sha256 != self.sha256:
+                raise ChecksumError(
+                    f"sha256 mismatch for the corpus {info.name!r}: expected {self.sha256}, got "
+                    f"{info.sha256}; check the corpus and the expected hash"
+                )
             self.text, self.corpus_info = text, info
         if self.tokenizer is None:
             kind = self.tokenizer_kind or "char"
@@ -846,6 +1065,14 @@ class DataModule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume the batch position; refuses a state from different data or settings."""
+        self.check_state_dict(state)
+        for split, sampler_state in state["samplers"].items():
+            self._sampler(split).load_state_dict(sampler_state)
+
+    def check_state_dict(self, state: dict[str, Any]) -> None:
+        """``ValueError`` unless :meth:`load_state_dict` would accept ``state`` (changes nothing)."""
+        if not isinstance(state, dict) or not isinstance(state.get("samplers"), dict):
+            raise ValueError("cannot resume: the saved data state has no sampler states")
         mine = self.state_dict()
         for key in (
             "context_length",
@@ -861,7 +1088,22 @@ class DataModule:
                     "and settings"
                 )
         for split, sampler_state in state["samplers"].items():
-            self._sampler(split).load_state_dict(sampler_state)
+            if split not in self._samplers:
+                raise ValueError(
+                    f"cannot resume: the saved data state has an unknown split {split!r}"
+                )
+            generator = (
+                sampler_state.get("generator_state") if isinstance(sampler_state, dict) else 0
+            )
+            if not isinstance(sampler_state, dict) or not isinstance(
+                sampler_state.get("step"), int
+            ):
+                raise ValueError(f"cannot resume: the saved {split} sampler state is damaged")
+            if generator is not None and (
+                not isinstance(generator, torch.Tensor)
+                or generator.shape != self._samplers[split].generator.get_state().shape
+            ):
+                raise ValueError(f"cannot resume: the saved {split} generator state is damaged")
 
     def describe(self) -> dict[str, Any]:
         """Sizes at a glance, for printing in a notebook."""

@@ -2,12 +2,17 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
 they are imported lazily so ``tinytrans --help`` stays fast.
+
+Every failure is one line on stderr -- ``tinytrans COMMAND: error: <problem>; <fix>`` -- and
+exit code 2. ``--debug`` (or ``TINYTRANS_DEBUG=1``) shows the traceback instead. An
+interrupted ``train`` saves its last checkpoint and exits with 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from tinytrans import __version__
@@ -16,30 +21,77 @@ COMMANDS = {
     "train": ("tinytrans.cli.train", "train a model on a corpus and write checkpoints"),
     "generate": ("tinytrans.cli.generate", "generate text from a checkpoint (streams)"),
 }
+#: Environment variable that turns on ``--debug`` (tracebacks instead of one-line errors).
+DEBUG_ENV = "TINYTRANS_DEBUG"
+#: Exit codes: a failure, and interrupts (128 + the signal number, as shells report them).
+EXIT_ERROR = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+#: Errors whose message already names the problem and the fix.
+_EXPLAINED = (ValueError, OSError, ModuleNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinytrans", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinytrans {__version__}")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)",
+    )
+    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=[debug])
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
 
 
+def _debugging(args: argparse.Namespace | None) -> bool:
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return flag or bool(getattr(args, "debug", False))
+
+
+def error_line(command: str, error: BaseException) -> str:
+    """The one line printed for ``error``: the problem and, where known, the fix."""
+    text = " ".join(str(error).split()) if str(error).strip() else ""
+    if isinstance(error, MemoryError):
+        text = "out of memory; use a smaller model, --batch-size or --context-length"
+    if not isinstance(error, (*_EXPLAINED, MemoryError)):
+        kind = type(error).__name__
+        text = f"{kind}: {text or 'no message'} (run again with --debug for the traceback)"
+    return f"tinytrans {command}: error: {text}"
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our output went away (``| head``): stop quietly, as ``cat`` does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _debugging(args):
+        return int(args._run(args) or 0)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"tinytrans {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"tinytrans {args.command}: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
+    except Exception as error:  # every failure becomes one line
+        print(error_line(args.command, error), file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

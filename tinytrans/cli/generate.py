@@ -62,8 +62,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """(model, tokenizer) from ``args.checkpoint`` or the shipped pretrained model."""
     if args.checkpoint is not None:
         path = Path(args.checkpoint)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
+        if not path.is_file():
+            raise ValueError(f"{path} is a folder; pass a checkpoint file such as {path}/best.pt")
         from tinytrans.train import load_checkpoint
 
         model, tokenizer, _ = load_checkpoint(path, map_location="cpu")
@@ -110,10 +112,13 @@ def generate_to_stream(model: Any, tokenizer: Any, args: argparse.Namespace, str
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and stream its continuation of ``--prompt`` to stdout."""
-    if getattr(args, "threads", None):
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}.")
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     model, tokenizer = _load(args)
     generate_to_stream(model, tokenizer, args, sys.stdout)
     return 0

@@ -9,17 +9,26 @@ Examples::
 
 On resume the model, tokenizer and training settings come from the checkpoint; budget flags
 given on the command line (``--max-steps``/``--max-time``/``--max-tokens``) still apply.
+
+A folder that already holds a run is never overwritten: pass ``--resume`` to continue it or
+``--overwrite`` to start again there. Ctrl-C (SIGINT) and SIGTERM finish the current step,
+save ``last.pt`` and exit with 130 or 143; ``--resume`` then continues exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from tinytrans.train import PRECISIONS
 
 _BUDGET = ("max_steps", "max_time", "max_tokens")
+#: The files that make a folder a run folder (and that ``--overwrite`` replaces).
+RUN_FILES = ("last.pt", "best.pt", "metrics.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +65,96 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="continue a run: a checkpoint path, or no value for OUT/last.pt",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (without it, an existing run is never touched)",
+    )
+    parser.add_argument(
+        "--corpus-sha256", default=None, help="expected sha256 of a --corpus file or URL"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad values before any data is loaded or any file is written."""
+    positive = ("batch_size", "grad_accum", "eval_interval", "eval_batches", "max_steps",
+                "max_tokens", "context_length", "vocab_size", "threads")  # fmt: skip
+    for key in positive:
+        value = getattr(args, key, None)
+        if value is not None and value < 1:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    for key in ("warmup_steps", "sample_tokens"):
+        if getattr(args, key) < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}.")
+    check_device(args.device)
+
+
+def check_device(name: str) -> None:
+    """``ValueError`` naming the fix for a device that does not exist on this machine."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"--device {name!r} is not a device PyTorch knows; use auto, cpu, cuda or mps."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {name} asked for CUDA, which this machine lacks; use auto or cpu."
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(
+            f"--device {name} needs Apple's MPS, which this machine lacks; use auto or cpu."
+        )
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"--device {name}: tinytrans trains on cpu, cuda or mps; use one of those."
+        )
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite a run, and check that ``out`` is a folder we can write to.
+
+    ``--overwrite`` removes the previous run's files first, so a new run never mixes with
+    an old one's checkpoints."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder for the run.")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not resume and not overwrite:
+        raise ValueError(
+            f"--out {out} already holds a run ({', '.join(existing)}); pass --resume to "
+            "continue it, --overwrite to replace it, or another --out."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(
+            f"cannot write to --out {out} ({reason}); choose a folder you can write to."
+        ) from None
+    if overwrite and not resume and _main_rank():
+        for name in existing:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
 
 
 def _budget(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,12 +166,13 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Model, data and config for a new run."""
     from tinytrans.data import DataModule
     from tinytrans.model import ModelConfig, build_model
-    from tinytrans.train import TrainConfig
 
     budget = _budget(args) or {"max_steps": 1000}
-    context = args.context_length or ModelConfig.preset(args.preset).context_length
+    preset = ModelConfig.preset(args.preset)
+    context = preset.context_length if args.context_length is None else args.context_length
     if args.tokenizer == "bpe" and args.vocab_size is None:
         raise ValueError("--tokenizer bpe needs --vocab-size (e.g. 512 or 1024).")
+    config = _config(args, budget)  # checked before the data is loaded
     data = DataModule(
         tokenizer=args.tokenizer,
         corpus=args.corpus,
@@ -81,9 +180,19 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         batch_size=args.batch_size,
         seed=args.seed,
         vocab_size=args.vocab_size,
+        sha256=args.corpus_sha256,
     )
+    from tinytrans.train import seed_everything
+
+    seed_everything(args.seed)  # the initial weights depend on --seed, and only on it
     model = build_model(args.preset, vocab_size=data.vocab_size, context_length=context)
-    config = TrainConfig(
+    return model, data, config
+
+
+def _config(args: argparse.Namespace, budget: dict[str, Any]) -> Any:
+    from tinytrans.train import TrainConfig
+
+    return TrainConfig(
         **budget,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
@@ -98,7 +207,6 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         out_dir=args.out,
         progress=not args.no_progress,
     )
-    return model, data, config
 
 
 def _resumed(args: argparse.Namespace, path: Path) -> tuple[Any, Any, Any]:
@@ -120,22 +228,32 @@ def _resumed(args: argparse.Namespace, path: Path) -> tuple[Any, Any, Any]:
         context_length=model.config.context_length,
         batch_size=batch or args.batch_size,
         seed=saved.seed,
+        sha256=args.corpus_sha256,
     )
     return model.train(), data, config
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0, or 130 when interrupted (the last checkpoint is saved first)."""
+    """Train; returns 0, or 130/143 when interrupted by SIGINT/SIGTERM (after saving)."""
+    import torch
+
+    from tinytrans.cli import EXIT_SIGINT, EXIT_SIGTERM
     from tinytrans.train import Trainer, cleanup_distributed
 
+    _check_arguments(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
     if args.resume is not None:
-        path = Path(args.out) / "last.pt" if args.resume == "last" else Path(args.resume)
+        path = out / "last.pt" if args.resume == "last" else Path(args.resume)
         if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-        model, data, config = _resumed(args, path)
+            raise FileNotFoundError(
+                f"no checkpoint to resume from at {path}; start a new run without --resume"
+            )
     else:
         path = None
-        model, data, config = _fresh(args)
+    prepare_out_dir(out, resume=path is not None, overwrite=args.overwrite)
+    model, data, config = _resumed(args, path) if path is not None else _fresh(args)
     trainer = Trainer(model, data, config)
     if path is not None:
         trainer.resume(path)
@@ -143,11 +261,21 @@ def run(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     finally:
         cleanup_distributed()
+    if metrics["stop_reason"] == "diverged":
+        raise ValueError(
+            f"training diverged: {trainer.divergence}; the checkpoints in {out} keep the last "
+            f"good evaluation -- lower --lr (it was {config.lr:g}) or raise --warmup-steps"
+        )
     if trainer.dist.is_main:
         best = metrics["best_val_loss"]
+        best_text = "no evaluation yet" if best is None else f"best val loss {best:.4f}"
         print(
             f"{metrics['stop_reason']} after {metrics['step']} steps, "
             f"{metrics['tokens_seen']:,} tokens, {metrics['train_time_s']:.0f}s; "
-            f"best val loss {best:.4f}; wrote {Path(args.out) / 'metrics.json'}"
+            f"{best_text}; wrote {out / 'metrics.json'}"
         )
-    return 130 if metrics["stop_reason"] == "interrupted" else 0
+    if metrics["stop_reason"] == "interrupted":
+        if trainer.dist.is_main:
+            print(f"continue with: tinytrans train --out {out} --resume")
+        return EXIT_SIGTERM if trainer.interrupt_signal == "SIGTERM" else EXIT_SIGINT
+    return 0
