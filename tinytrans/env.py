@@ -6,28 +6,187 @@ runs: a few minutes on two CPU cores, proportionally more work on a GPU in the s
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import platform
 import random
+import re
 import sys
 
 import numpy as np
 import torch
 
+#: Why the last ``pick_device("auto")`` passed over an accelerator (``None``: it did not).
+fallback_reason: str | None = None
+
+
+def _arch_number(digits: str) -> tuple[int, int]:
+    """``"75"`` -> (7, 5); ``"100"`` -> (10, 0); ``"121"`` -> (12, 1)."""
+    return int(digits[:-1]), int(digits[-1])
+
+
+def has_kernels(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a torch built for ``arch_list`` (``torch.cuda.get_arch_list()``) can run on a GPU
+    of compute ``capability``.
+
+    Compiled kernels (``sm_XY``) run on the same major version with a minor version >= Y; the
+    architecture-specific ones (``sm_90a``) only on exactly X.Y. PTX (``compute_XY``) is compiled
+    at load time for any capability >= X.Y. An empty list (a build that does not say) is
+    trusted, and the tiny operation in :func:`cuda_problem` decides.
+    """
+    if not arch_list:
+        return True
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)([a-z]?)", arch)
+        if not match:
+            continue
+        kind, digits, suffix = match.groups()
+        built = _arch_number(digits)
+        if kind == "compute" and capability >= built:
+            return True
+        if kind == "sm" and suffix == "a" and capability == built:
+            return True
+        if kind == "sm" and suffix != "a" and capability[0] == built[0] and capability >= built:
+            return True
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@functools.cache
+def cuda_problem(index: int = 0) -> str | None:
+    """Why CUDA device ``index`` cannot run this torch, in one line; ``None`` when it can.
+
+    Checks that the installed build has kernels for the device's compute capability (a Kaggle
+    P100, capability 6.0, has none in recent CUDA builds: ``is_available()`` is True and the first
+    operation fails), then that a tiny operation really runs there."""
+    try:
+        capability = tuple(torch.cuda.get_device_capability(index))
+        name = torch.cuda.get_device_name(index)
+        arch_list = list(torch.cuda.get_arch_list())
+    except Exception as exc:  # a broken driver or runtime: report it, never crash a chapter
+        return f"querying cuda:{index} failed ({_first_line(exc)})"
+    if getattr(torch.version, "hip", None) is None and not has_kernels(capability, arch_list):
+        return (
+            f"{name} (compute capability {capability[0]}.{capability[1]}) has no kernels in "
+            f"torch {torch.__version__}, which was built for {' '.join(arch_list)}"
+        )
+    try:
+        x = torch.arange(8, dtype=torch.float32, device=f"cuda:{index}")
+        if float((x * 2).sum().item()) != 56.0:
+            return f"a test operation on cuda:{index} ({name}) gave a wrong result"
+    except Exception as exc:
+        return f"a test operation on cuda:{index} ({name}) failed ({_first_line(exc)})"
+    return None
+
+
+@functools.cache
+def mps_problem() -> str | None:
+    """Why Apple's MPS backend cannot be used, in one line; ``None`` when it can."""
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():
+        built = mps is not None and mps.is_built()
+        return "MPS is not available" + ("" if built else " (this torch was built without it)")
+    try:
+        (torch.ones(4, device="mps") * 2).sum().item()
+    except Exception as exc:
+        return f"a test operation on mps failed ({_first_line(exc)})"
+    return None
+
+
+def _explain_fallback(reason: str) -> None:
+    global fallback_reason
+    if reason != fallback_reason:
+        print(f"tinytrans: using the CPU: {reason}.")
+    fallback_reason = reason
+
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """``cuda`` > ``mps`` > ``cpu`` for "auto"; otherwise the named device (checked)."""
-    if preference != "auto":
+    """The device a chapter runs on.
+
+    ``"auto"``: CUDA when the installed torch really runs on the GPU (kernels for its compute
+    capability, and a tiny operation works), else MPS (same test), else the CPU; passing over
+    an accelerator prints one line saying why (also kept in :data:`fallback_reason`).
+    ``"cuda"``, ``"cuda:N"``, ``"mps"``: checked the same way (and that N exists); a device that
+    cannot be used raises ``ValueError`` saying why. Anything else is passed to ``torch.device``.
+    """
+    if preference == "auto":
+        if torch.cuda.is_available():
+            problem = cuda_problem(0)
+            if problem is None:
+                return torch.device("cuda")
+            _explain_fallback(f"CUDA is present but unusable: {problem}")
+            return torch.device("cpu")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            problem = mps_problem()
+            if problem is None:
+                return torch.device("mps")
+            _explain_fallback(f"MPS is present but unusable: {problem}")
+        return torch.device("cpu")
+    try:
         device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available; use 'auto'.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {preference!r} requested but CUDA is not available; use 'auto' or 'cpu'."
+            )
+        count = torch.cuda.device_count()
+        index = 0 if device.index is None else device.index
+        if index >= count:
+            raise ValueError(
+                f"device {preference!r} requested but this machine has {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1}); use one of those or 'auto'."
+            )
+        problem = cuda_problem(index)
+        if problem is not None:
+            raise ValueError(f"device {preference!r} cannot be used: {problem}; use 'cpu'.")
+    elif device.type == "mps":
+        problem = mps_problem()
+        if problem is not None:
+            raise ValueError(f"device {preference!r} cannot be used: {problem}; use 'cpu'.")
+    return device
+
+
+def bf16_is_native(device: torch.device | str | None = None) -> bool:
+    """Whether a CUDA GPU computes bfloat16 in hardware (compute capability 8.0 and later).
+
+    ``torch.cuda.is_bf16_supported()`` also counts emulation by default, so on a T4 (free Colab,
+    Kaggle) it says True and bf16 runs much slower than fp16; ``including_emulation=False``
+    asks the real question where torch has that argument, the capability answers elsewhere."""
+    if not torch.cuda.is_available():
+        return False
+    index = torch.device(device).index if device is not None else None
+    index = torch.cuda.current_device() if index is None else index
+    check = torch.cuda.is_bf16_supported
+    try:
+        takes_emulation = "including_emulation" in inspect.signature(check).parameters
+    except (TypeError, ValueError):
+        takes_emulation = False
+    with torch.cuda.device(index):
+        if takes_emulation:
+            return bool(check(including_emulation=False))
+    if getattr(torch.version, "hip", None) is not None:
+        return bool(check())
+    return torch.cuda.get_device_capability(index) >= (8, 0)
+
+
+def auto_precision(device: torch.device | str, cpu: str = "fp32") -> str:
+    """What ``precision="auto"`` means on ``device``: on CUDA, bf16 where it is native, else
+    fp16 (the trainer adds a GradScaler for it); ``cpu`` on the CPU (the trainer passes its
+    measured choice); fp32 on MPS and anything else."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if bf16_is_native(device) else "fp16"
+    return cpu if device.type == "cpu" else "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -72,6 +231,7 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform_name(),
         "device": str(device),
+        "precision (auto)": auto_precision(device),
         "cpu threads": str(torch.get_num_threads()),
     }
     if device.type == "cuda":

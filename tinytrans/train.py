@@ -323,15 +323,15 @@ CPU_AUTO_PRECISION = "fp32"
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA that supports it, else fp16 (with loss scaling); fp32 on CPU
-    (by measurement, see ``CPU_AUTO_PRECISION``) and on MPS."""
+    """``auto``: :func:`tinytrans.env.auto_precision` (bf16 on CUDA where it is native, else fp16
+    with loss scaling; fp32 on CPU by measurement, see ``CPU_AUTO_PRECISION``, and on MPS)."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}.")
     if requested != "auto":
         return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return CPU_AUTO_PRECISION if device.type == "cpu" else "fp32"
+    from tinytrans.env import auto_precision
+
+    return auto_precision(device, cpu=CPU_AUTO_PRECISION)
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
