@@ -251,22 +251,30 @@ def test_bpe_lines_mode_merges_across_spaces():
     assert not any("\n" in p[:-1] for p in pieces)  # but never across a line break
 
 
+T.register_pretokenizer("test-digits", r"\d+")
+T.register_pretokenizer("test-empty-or-x", r"\b|x*")
+T.register_pretokenizer("test-groups", r"(a)|(\s)")
+T.register_pretokenizer("test-word", r"\w+")
+T.register_pretokenizer("test-grouped", r"(\w)\w*|\b")
+
+
 @settings(deadline=None)
 @given(st.text())
 def test_pretokenizer_chunks_tile_the_text(text):
-    assert "".join(T._split(T._compile_pattern("gpt2"), text)) == text
-    for pattern in (r"\d+", r"\b|x*", r"(a)|(\s)"):
-        assert "".join(T._split(T._compile_pattern(pattern), text)) == text
+    for name in ("gpt2", "lines", "words", "test-digits", "test-empty-or-x", "test-groups"):
+        assert "".join(T._split(T._compile_pattern(name), text)) == text
 
 
 def test_bpe_custom_pattern_round_trip_and_save(tmp_path):
-    tok = BPETokenizer.train(TEXT[:5000], 300, pretokenize=r"\w+")
+    tok = BPETokenizer.train(TEXT[:5000], 300, pretokenize="test-word")
     text = "Kaloqu, the king! 12\n  ¿qué?"
     assert tok.decode(tok.encode(text)) == text  # gaps the pattern skips are still encoded
-    grouped = BPETokenizer.train(TEXT[:5000], 300, pretokenize=r"(\w)\w*|\b")
+    grouped = BPETokenizer.train(TEXT[:5000], 300, pretokenize="test-grouped")
     assert grouped.decode(grouped.encode(text)) == text
-    back = load(tok.save(tmp_path / "bpe.json"))
-    assert back.pretokenize == r"\w+" and back.encode(text) == tok.encode(text)
+    path = tok.save(tmp_path / "bpe.json")
+    assert json.loads(path.read_text())["pretokenize"] == "test-word"  # the name, no pattern
+    back = load(path)
+    assert back.pretokenize == "test-word" and back.encode(text) == tok.encode(text)
 
 
 def test_bpe_verbose_prints_merges(capsys):

@@ -35,6 +35,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
 import regex
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "Tokenizer",
     "compare_tokenizers",
     "load",
+    "pretokenizer_names",
+    "register_pretokenizer",
     "train_tokenizer",
 ]
 
@@ -60,6 +63,22 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 #: Merges may then span spaces and punctuation, but never a line break, which keeps
 #: training tractable and the encode cache useful.
 LINES_PATTERN = r"[^\n]*\n|[^\n]+"
+
+#: The named pre-tokenizers. A tokenizer file stores only the *name* (or ``None`` for
+#: :data:`LINES_PATTERN`); loading never compiles a pattern found in a file, so a hostile file
+#: cannot bring a catastrophically backtracking regex (``(a|aa)+$``) or a huge one.
+PRETOKENIZERS: dict[str, str] = {
+    "gpt2": GPT2_PATTERN,
+    "lines": LINES_PATTERN,
+    "words": r"\w+|\s+|[^\w\s]+",
+}
+#: Patterns registered from code (trusted) with :func:`register_pretokenizer`.
+_REGISTERED: dict[str, str] = {}
+_COMPILED: dict[str, regex.Pattern[str]] = {}
+#: Limits checked before a tokenizer file is parsed or its vocabulary built.
+MAX_TOKENIZER_FILE_BYTES = 64 << 20
+MAX_PIECE_BYTES = 1 << 16
+MAX_VOCAB_BYTES = 64 << 20
 
 #: Special-token strings that fill the ``bos_id``/``eos_id``/``pad_id``/``unk_id`` roles.
 SPECIAL_ROLES: dict[str, tuple[str, ...]] = {
@@ -97,7 +116,8 @@ class Tokenizer(Protocol):
 def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``.
 
-    A reader never sees a half-written file, and a crash leaves the old file intact.
+    A reader never sees a half-written file, and a crash leaves the old file intact. The
+    file gets the permissions the umask gives a new file (``mkstemp`` alone makes 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +125,9 @@ def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -159,6 +182,13 @@ class CharTokenizer:
     ) -> None:
         if unknown not in ("error", "unk"):
             raise ValueError(f"unknown must be 'error' or 'unk', not {unknown!r}")
+        if isinstance(chars, (bytes, int)) or not isinstance(chars, Iterable):
+            raise ValueError(f"chars must be characters (a str or a list of them), got {chars!r}")
+        if isinstance(specials, (str, bytes)) or not all(isinstance(x, str) for x in specials):
+            raise ValueError(f"specials must be a list of strings, got {specials!r}")
+        chars = list(chars)
+        if not all(isinstance(c, str) for c in chars):
+            raise ValueError("CharTokenizer alphabet entries must be single characters")
         alphabet = sorted(set(chars))
         if any(len(c) != 1 for c in alphabet):
             raise ValueError("CharTokenizer alphabet entries must be single characters")
@@ -250,6 +280,17 @@ class CharTokenizer:
 # ----------------------------------------------------------------------------- BPE
 
 
+def _merge_pair(merge: Any, rank: int) -> tuple[int, int]:
+    """``(a, b)`` as two ints, or ``ValueError`` (a float or string id is never truncated)."""
+    if isinstance(merge, (str, bytes)) or not isinstance(merge, Sequence) or len(merge) != 2:
+        raise ValueError(f"merge {rank} must be a pair of token ids, got {merge!r}")
+    a, b = merge
+    for x in (a, b):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise ValueError(f"merge {rank} must be a pair of integer ids, got {merge!r}")
+    return int(a), int(b)
+
+
 def _decode_error_handler(exc: UnicodeError) -> tuple[str, int]:
     """Decode UTF-8-encoded lone surrogates back to themselves; replace other bad bytes.
 
@@ -271,12 +312,51 @@ _ERRORS = "tinytrans.surrogates"
 codecs.register_error(_ERRORS, _decode_error_handler)
 
 
-def _compile_pattern(pretokenize: str | None) -> regex.Pattern[str]:
-    if pretokenize == "gpt2":
-        return regex.compile(GPT2_PATTERN)
+def pretokenizer_names() -> list[str]:
+    """Names ``pretokenize=`` accepts (besides ``None``, one chunk per line)."""
+    return [*PRETOKENIZERS, *_REGISTERED]
+
+
+def register_pretokenizer(name: str, pattern: str) -> None:
+    """Make ``pattern`` (a ``regex`` pattern, from *your code*) usable as ``pretokenize=name``.
+
+    Files store the name only; a file naming an unregistered pattern does not load until the
+    program that reads it registers the same name. Built-in names cannot be redefined.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ValueError(f"a pre-tokenizer name is 1-64 letters, digits, '_', '.' or '-': {name!r}")
+    if name in PRETOKENIZERS:
+        raise ValueError(f"{name!r} is a built-in pre-tokenizer; choose another name")
+    regex.compile(pattern)  # fail now, not at the first encode
+    _REGISTERED[name] = pattern
+    _COMPILED.pop(name, None)
+
+
+def _canonical_pretokenizer(pretokenize: str | None) -> str | None:
+    """A known name (``None`` = lines). Files of older versions stored the GPT-2 or lines
+    *pattern* itself: those are migrated to their names; any other pattern is refused."""
     if pretokenize is None:
-        return regex.compile(LINES_PATTERN)
-    return regex.compile(pretokenize)
+        return None
+    if not isinstance(pretokenize, str):
+        raise ValueError(f"pretokenize must be a name or None, got {pretokenize!r}")
+    if pretokenize in PRETOKENIZERS or pretokenize in _REGISTERED:
+        return pretokenize
+    for name, pattern in (*PRETOKENIZERS.items(), *_REGISTERED.items()):
+        if pretokenize == pattern:
+            return None if name == "lines" else name
+    shown = pretokenize if len(pretokenize) <= 60 else pretokenize[:57] + "..."
+    raise ValueError(
+        f"unknown pre-tokenizer {shown!r}: choose one of {pretokenizer_names()} or None; "
+        "for your own pattern call tinytrans.tokenizers.register_pretokenizer(name, pattern) "
+        "in your code and pass the name (files never carry patterns)"
+    )
+
+
+def _compile_pattern(pretokenize: str | None) -> regex.Pattern[str]:
+    name = _canonical_pretokenizer(pretokenize) or "lines"
+    if name not in _COMPILED:
+        _COMPILED[name] = regex.compile(PRETOKENIZERS.get(name) or _REGISTERED[name])
+    return _COMPILED[name]
 
 
 def _split(pattern: regex.Pattern[str], text: str) -> Iterator[str]:
@@ -403,17 +483,27 @@ class BPETokenizer:
         pretokenize: str | None = "gpt2",
         merge_counts: Sequence[int] | None = None,
     ) -> None:
-        self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
+        self.merges: list[tuple[int, int]] = [_merge_pair(m, r) for r, m in enumerate(merges)]
         self.merge_counts: list[int] | None = list(merge_counts) if merge_counts else None
-        self.pretokenize = pretokenize
-        self._pattern = _compile_pattern(pretokenize)
+        self.pretokenize = _canonical_pretokenizer(pretokenize)
+        self._pattern = _compile_pattern(self.pretokenize)
         self._vocab: list[bytes] = [bytes([i]) for i in range(256)]
         self._ranks: dict[tuple[int, int], int] = {}
+        total = 256
         for rank, (a, b) in enumerate(self.merges):
-            if not (a < 256 + rank and b < 256 + rank):
+            if not (0 <= a < 256 + rank and 0 <= b < 256 + rank):
                 raise ValueError(f"merge {rank} {(a, b)} refers to a token not yet defined")
+            size = len(self._vocab[a]) + len(self._vocab[b])
+            total += size
+            if size > MAX_PIECE_BYTES or total > MAX_VOCAB_BYTES:
+                raise ValueError(
+                    f"merge {rank} builds a token of {size:,} bytes (vocabulary {total:,} bytes); "
+                    f"tinytrans allows {MAX_PIECE_BYTES:,} per token -- the merges are damaged"
+                )
             self._ranks[(a, b)] = rank
             self._vocab.append(self._vocab[a] + self._vocab[b])
+        if isinstance(specials, (str, bytes)) or not all(isinstance(x, str) for x in specials):
+            raise ValueError(f"specials must be a list of strings, got {specials!r}")
         self.specials: list[str] = list(dict.fromkeys(specials))
         base = len(self._vocab)
         self.special_ids: dict[str, int] = {s: base + k for k, s in enumerate(self.specials)}
@@ -838,25 +928,84 @@ def _explain_sentencepiece_error(err: RuntimeError, vocab_size: int) -> ValueErr
 def load(path: str | os.PathLike[str]) -> CharTokenizer | BPETokenizer | SentencePieceTokenizer:
     """Restore a tokenizer written by any ``save`` (a raw ``.model`` file works too)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file; pass a tokenizer .json (or .model) file")
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_FILE_BYTES:
+        raise ValueError(
+            f"{path} has {size:,} bytes; a tokenizer file is at most "
+            f"{MAX_TOKENIZER_FILE_BYTES:,} -- this is not a tinytrans tokenizer"
+        )
     data = path.read_bytes()
     try:
         d = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         if path.suffix == ".model":
-            return SentencePieceTokenizer(data)
+            return _sentencepiece_from_bytes(data, path)
         raise ValueError(f"{path} is not a tinytrans tokenizer file (not JSON)") from None
+    return from_dict(d, str(path))
+
+
+def from_dict(
+    d: Any, source: str = "tokenizer"
+) -> CharTokenizer | BPETokenizer | SentencePieceTokenizer:
+    """A tokenizer from its ``to_dict()`` form, every field checked first (ValueError)."""
     kind = d.get("type") if isinstance(d, dict) else None
-    if kind == "char":
-        return CharTokenizer.from_dict(d)
-    if kind == "bpe":
-        return BPETokenizer.from_dict(d)
-    if kind == "sentencepiece":
-        return SentencePieceTokenizer(base64.b64decode(d["model_proto_base64"]))
-    raise ValueError(
-        f"{path} has tokenizer type {kind!r}; expected 'char', 'bpe' or 'sentencepiece'"
-    )
+    if kind not in ("char", "bpe", "sentencepiece"):
+        raise ValueError(
+            f"{source} has tokenizer type {kind!r}; expected 'char', 'bpe' or 'sentencepiece'"
+        )
+    fmt = d.get("format", FORMAT_VERSION)
+    if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+        raise ValueError(f"{source} has tokenizer format {fmt!r}; upgrade tinytrans to read it")
+
+    def field(name: str, types: tuple[type, ...], default: Any = ...) -> Any:
+        if name not in d:
+            if default is ...:
+                raise ValueError(f"{source}: the {kind} tokenizer has no {name!r}")
+            return default
+        value = d[name]
+        if not isinstance(value, types):
+            raise ValueError(f"{source}: {name!r} has type {type(value).__name__}")
+        return value
+
+    try:
+        if kind == "char":
+            return CharTokenizer(
+                field("chars", (list, str)),
+                specials=field("specials", (list,), []),
+                unknown=field("unknown", (str,), "error"),
+            )
+        if kind == "bpe":
+            counts = field("merge_counts", (list, type(None)), None)
+            if counts is not None and not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in counts
+            ):
+                raise ValueError(f"{source}: 'merge_counts' must hold integers")
+            return BPETokenizer(
+                field("merges", (list,)),
+                specials=field("specials", (list,), []),
+                pretokenize=field("pretokenize", (str, type(None)), "gpt2"),
+                merge_counts=counts,
+            )
+        encoded = field("model_proto_base64", (str,))
+        try:
+            proto = base64.b64decode(encoded, validate=True)
+        except (ValueError, TypeError):
+            raise ValueError(f"{source}: 'model_proto_base64' is not base64") from None
+        return _sentencepiece_from_bytes(proto, source)
+    except TypeError as error:
+        raise ValueError(f"{source} is not a valid {kind} tokenizer: {error}") from None
+
+
+def _sentencepiece_from_bytes(data: bytes, source: Any) -> SentencePieceTokenizer:
+    try:
+        return SentencePieceTokenizer(data)
+    except (RuntimeError, OSError, TypeError) as error:
+        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else "unreadable"
+        raise ValueError(f"{source} is not a valid SentencePiece model ({first})") from None
 
 
 TOKENIZER_KINDS = ("char", "bpe", "sp-bpe", "sp-unigram")
