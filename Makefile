@@ -7,12 +7,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export MPLBACKEND := Agg
+# Never run kernels with MPLBACKEND set: with MPLBACKEND=Agg ipykernel never installs the
+# inline backend and plt.show() draws nothing, in the book, the PDF and nbval alike.
+unexport MPLBACKEND
+# "Another machine" for the second nbval pass (make colab): AVX2 kernels in ATen, oneDNN and
+# MKL instead of this CPU's AVX-512, and one thread instead of two.
+OTHER_MACHINE := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help install book test unit nbval browser lint format chromium benchmarks lock clean pretrained
+.PHONY: help install book html pdf pdf-tools test unit nbval browser lint format chromium benchmarks lock clean pretrained
 
 help:
-	@echo "make book        build the book into _build/html (executes every chapter)"
+	@echo "make book        build the book (HTML and PDF) into _build/html (executes every chapter)"
+	@echo "make html        the HTML pages only (no TeX needed)"
 	@echo "make test        lint + unit tests + nbval (all chapters) + browser test of the built book"
 	@echo "make benchmarks  run every benchmark and write benchmarks/report.{json,md}"
 	@echo "make pretrained  retrain the shipped pretrained model (about 25 minutes on 2 cores)"
@@ -30,9 +37,21 @@ $(STAMP): environment.yml requirements/corpus.txt pyproject.toml
 
 install: $(STAMP)
 
-book: $(STAMP)
+# The whole book: the HTML pages, then the PDF from the same executed notebooks (nothing runs
+# twice), copied next to the pages that link it.
+book: html pdf
+	@echo "The book is in _build/html/index.html, its PDF in _build/html/tinytrans.pdf"
+
+html: $(STAMP)
 	TINYTRANS_STATIC_WIDGETS=1 $(BIN)/jupyter-book build . -W -n --keep-going
-	@echo "The book is in _build/html/index.html"
+
+pdf: $(STAMP) html pdf-tools
+	JUPYTER_BOOK=$(BIN)/jupyter-book scripts/build_pdf.sh
+	cp _build/pdf/tinytrans.pdf _build/html/tinytrans.pdf
+
+# Debian's TeX Live, fonts and poppler-utils for the PDF and its test (only what is missing).
+pdf-tools:
+	scripts/build_pdf.sh --check || scripts/build_pdf.sh --install-deps-only
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

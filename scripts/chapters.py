@@ -21,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_PIN = (ROOT / "requirements" / "corpus.txt").read_text().strip()
 MAX_OUTPUT_CHARS = 20_000  # keep committed notebooks small
+# nbval skips the setup cell (CI already has tinytrans); the book collapses its code.
+SETUP_TAGS = ("nbval-skip", "hide-input")
 
 
 def repository_url() -> str:
@@ -170,7 +172,9 @@ def _is_badges(cell) -> bool:
 
 
 def _is_setup(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.startswith("# NBVAL_SKIP\n# Setup:")
+    return cell.cell_type == "code" and cell.source.removeprefix("# NBVAL_SKIP\n").startswith(
+        "# Setup:"
+    )
 
 
 def sync(chapter: Path) -> bool:
@@ -180,7 +184,7 @@ def sync(chapter: Path) -> bool:
     title_index = 1 if cells and cells[0].cell_type == "markdown" else 0
     badges = nbformat.v4.new_markdown_cell(badges_source(chapter))
     setup = nbformat.v4.new_code_cell(setup_source())
-    setup.metadata["tags"] = ["hide-output"]
+    setup.metadata["tags"] = list(SETUP_TAGS)
     new_cells = [*cells[:title_index], badges, setup, *cells[title_index:]]
     changed = [c.source for c in new_cells] != [c.source for c in nb.cells]
     if changed:
@@ -204,15 +208,25 @@ def new(chapter: Path, title: str) -> None:
     sync(chapter)
 
 
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
 def _trim_outputs(nb) -> None:
-    """Drop images and oversized outputs from the committed copy (the book re-executes)."""
+    """Drop figures and oversized outputs from the committed copy.
+
+    Committed chapters carry no figures (CONTRIBUTING.md, "Figures"): the book build, Colab
+    and Kaggle draw them when the cell runs. A figure output goes whole, its
+    ``<Figure size ...>`` text too, so GitHub's preview shows no placeholder.
+    """
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         kept = []
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            for mime in ("image/png", "image/jpeg", "image/svg+xml"):
+            if any(mime in data for mime in IMAGE_MIMES) and "text/html" not in data:
+                continue
+            for mime in IMAGE_MIMES:
                 data.pop(mime, None)
             if "text/html" in data and len("".join(data["text/html"])) > MAX_OUTPUT_CHARS:
                 data.pop("text/html")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _book import chromium, serve_build
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +15,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built book on 127.0.0.1 (``tests/_book.py``)."""
+    with serve_build() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium (``tests/_book.py``)."""
+    with chromium() as browser:
+        yield browser

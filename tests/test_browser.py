@@ -13,20 +13,14 @@ developing); ``TINYTRANS_CHROMIUM`` at another Chromium binary.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import math
-import os
 import re
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from _book import ARTIFACTS, BUILD, Visit, require_build
 
 from tinytrans import sizing
 from tinytrans.model import ModelConfig
@@ -35,122 +29,16 @@ from tinytrans.widgets import render
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = Path(os.environ.get("TINYTRANS_BOOK_HTML", ROOT / "_build" / "html"))
 PAGE = "book/explorers.html"
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-]  # fmt: skip
-
-# Book chrome outside the explorables, allowed only while the page loads (Jupyter Book 1's
-# theme fetches MathJax from a CDN on every page and declares THEBE_JS_URL twice; the
-# pydata theme warns about an empty stored colour mode). Requests made while the explorables
-# are driven must be none at all.
-CHROME_URL_PREFIXES = ("https://cdn.jsdelivr.net/npm/mathjax@",)
-CHROME_CONSOLE = (
-    "Identifier 'THEBE_JS_URL' has already been declared",
-    "Got invalid theme mode",
-)
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[str]:
-    """``_build/html`` served on an ephemeral localhost port."""
-    if not (BUILD / "index.html").is_file():
-        _missing(f"no built book at {BUILD}: run `make book` first (make test does).")
-    if not (BUILD / PAGE).is_file():
-        pytest.fail(f"{PAGE} is missing from the built book; is book/explorers in _toc.yml?")
-    handler = functools.partial(_Quiet, directory=str(BUILD))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = (
-        os.environ.get("TINYTRANS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    )
-    if not Path(executable).is_file():
-        _missing("Chromium is missing: install Debian's `chromium` package (make chromium).")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Visit:
-    """One page with its console errors and every non-local request (recorded and aborted)."""
-
-    def __init__(self, browser, url: str) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        self.errors: list[str] = []
-        self.external: list[tuple[str, str]] = []
-        self.phase = "load"
-        self.page.route("**/*", self._route)
-        self.page.on("console", self._console)
-        self.page.on("pageerror", self._page_error)
-        self.page.goto(url, wait_until="load")
-        self.page.wait_for_function(
-            "document.querySelectorAll('[data-mounted]').length >= 3", timeout=15000
-        )
-        self.phase = "interact"
-
-    def _route(self, route) -> None:
-        host = urlparse(route.request.url).hostname
-        if host in ("127.0.0.1", None) or route.request.url.startswith(("data:", "blob:")):
-            route.continue_()
-        else:
-            self.external.append((self.phase, route.request.url))
-            route.abort()
-
-    def _console(self, message) -> None:
-        if message.type != "error":
-            return
-        url = (message.location or {}).get("url", "")
-        if any(url.startswith(p) for p in CHROME_URL_PREFIXES):
-            return  # the aborted chrome request itself
-        if self.phase == "load" and any(text in message.text for text in CHROME_CONSOLE):
-            return
-        self.errors.append(message.text)
-
-    def _page_error(self, exc) -> None:
-        text = str(exc)
-        if self.phase == "load" and any(known in text for known in CHROME_CONSOLE):
-            return
-        self.errors.append(f"pageerror: {text}")
-
-    def check_clean(self) -> None:
-        assert self.errors == [], self.errors
-        during = [url for phase, url in self.external if phase == "interact"]
-        assert during == [], f"explorables made network requests: {during}"
-        unexpected = [u for _, u in self.external if not u.startswith(CHROME_URL_PREFIXES)]
-        assert unexpected == [], f"unexpected external requests: {unexpected}"
 
 
 @pytest.fixture
 def visit(browser, site) -> Iterator[Visit]:
-    v = Visit(browser, f"{site}/{PAGE}")
+    if not (BUILD / PAGE).is_file():
+        pytest.fail(f"{PAGE} is missing from the built book; is book/explorers in _toc.yml?")
+    v = Visit(
+        browser, f"{site}/{PAGE}", ready="document.querySelectorAll('[data-mounted]').length >= 3"
+    )
     yield v
     v.check_clean()
     v.page.close()
@@ -202,8 +90,7 @@ def text_of(root, testid: str) -> str:
 
 
 def test_built_pages_have_no_tracebacks_widget_reprs_or_stderr():
-    if not (BUILD / "index.html").is_file():
-        _missing(f"no built book at {BUILD}: run `make book` first (make test does).")
+    require_build()
     pages = sorted(BUILD.rglob("*.html"))
     assert pages
     problems = []

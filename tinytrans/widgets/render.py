@@ -377,6 +377,21 @@ def _gradient(palette: Sequence[str], lo: str, hi: str, name: str) -> str:
 # ----------------------------------------------------------------------------- matplotlib
 
 
+def prompt_excerpt(text: str, width: int = 40) -> str:
+    """The end of a prompt for a figure title, on one line: ``'…To be, or not to be'``.
+
+    Cut at a word boundary (never mid-word) and with newlines shown as ``\\n``, so a title
+    does not start with half a word or wrap in the middle."""
+    if len(text) > width:
+        tail = text[-width:]
+        space = next((i for i, ch in enumerate(tail) if ch.isspace()), None)
+        starts_a_word = text[-width - 1].isspace()
+        if not starts_a_word and space is not None and space < width // 2:
+            tail = tail[space + 1 :]
+        text = "\u2026" + tail
+    return text.replace("\n", "\\n")
+
+
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
     """PNG bytes of a matplotlib figure (closed afterwards so notebooks don't show it twice)."""
     import matplotlib.pyplot as plt
@@ -847,7 +862,7 @@ def sizing_figure(figures: dict[str, Any], title: str = "") -> Any:
 
     from tinytrans.sizing import format_bytes, format_count
 
-    fig, axes = plt.subplots(2, 1, figsize=(7.5, 2.8))
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 3.4))
     params = [(r["component"], r["count"]) for r in figures["breakdown"][:-1]]
     mem = figures["memory"]
     memory = [(name, mem[key]) for key, name in MEMORY_ROWS]
@@ -861,10 +876,12 @@ def sizing_figure(figures: dict[str, Any], title: str = "") -> Any:
             ax.barh(0, value / total, left=left, color=CATEGORICAL[i % 7], label=name)
             left += value / total
         ax.set_xlim(0, 1)
+        # Shares of one bar: no axis ticks, so the legend below cannot run into them.
+        ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(label, fontsize=9, loc="left")
-        ax.legend(ncol=3, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.15))
-        ax.spines[["top", "right", "left"]].set_visible(False)
+        ax.legend(ncol=3, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.05))
+        ax.spines[["top", "right", "left", "bottom"]].set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

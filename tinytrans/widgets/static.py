@@ -248,7 +248,7 @@ def sampling_static(
     )
     view = wdata.sampling_view(paths[0].logits[0], config)
     labels = payload["labels"] or wdata.token_labels(tokenizer, range(model.config.vocab_size))
-    title = f"next token after {prompts[0][-40:]!r}"
+    title = f"next token after \u201c{render.prompt_excerpt(prompts[0])}\u201d"
     png = render.figure_png(render.sampling_figure(view, labels, title))
     text = f"Sampling explorer ({len(prompts)} prompt(s), {payload['n_steps']} steps)"
     return make_explorable("sampling", payload, png, text)
