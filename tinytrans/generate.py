@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import numbers
 import time
 import warnings
 from collections import deque
@@ -145,12 +146,18 @@ GREEDY = SamplingConfig(temperature=0.0)
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits by ``temperature``; ``0`` keeps only the argmax (the T -> 0 limit)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    if not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be >= 0 and finite, got {temperature}.")
     if temperature == 0:
         keep = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()  # (..., V)
         return logits.masked_fill(~keep, float("-inf"))
-    return logits / temperature
+    scaled = logits / temperature
+    if torch.isinf(scaled).any() and not torch.isinf(logits).any():
+        # A tiny temperature overflows: shift by the max first (softmax does not change),
+        # so the top logit stays 0 and the rest go to -inf instead of inf - inf = nan.
+        top = logits.amax(-1, keepdim=True)
+        scaled = (logits - top) / temperature
+    return scaled
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -414,10 +421,18 @@ def _as_list(ids: Sequence[int] | torch.Tensor) -> list[int]:
             ids = ids[0]
         if ids.dim() != 1:
             raise ValueError(f"prompt ids must be 1-D or (1, T), got shape {tuple(ids.shape)}.")
+        if ids.dtype.is_floating_point or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"prompt ids must be integers, got a tensor of {ids.dtype}.")
         return [int(i) for i in ids.tolist()]
     if isinstance(ids, str):
         raise ValueError("a text prompt needs a tokenizer; pass token ids or a tokenizer.")
-    return [int(i) for i in ids]
+    values = list(ids)
+    for i in values:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise ValueError(
+                f"prompt ids must be integers, got {i!r}; a float or string id is never rounded"
+            )
+    return [int(i) for i in values]
 
 
 def _check_max_new_tokens(max_new_tokens: int) -> None:

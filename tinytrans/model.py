@@ -94,10 +94,23 @@ class ModelConfig:
             )
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}.")
+        for key in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(
+                    f"ModelConfig.{key} must be True or False, got {getattr(self, key)!r}."
+                )
+        for key in ("dropout", "rope_theta", "norm_eps"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"ModelConfig.{key} must be a number, got {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"ModelConfig.{key} must be a finite number, got {value!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError("rope_theta and norm_eps must be positive.")
+        if not isinstance(self.name, str):
+            raise ValueError(f"ModelConfig.name must be a string, got {self.name!r}.")
 
     # -- derived sizes ------------------------------------------------------------------------
     @property
@@ -592,6 +605,8 @@ class TinyTransformer(nn.Module):
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)  # (T,)
+        else:
+            self._check_positions(position_ids, B, T)
         mask = self._attention_mask(B, T, past, attention_mask, idx.device, cache)
 
         x = self.tok_emb(idx)  # (B,T,C)
@@ -674,6 +689,40 @@ class TinyTransformer(nn.Module):
         if targets is not None and targets.shape != idx.shape:
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}."
+            )
+        if targets is not None and targets.numel():
+            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+                raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
+            real = targets[targets != -100]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.config.vocab_size):
+                raise ValueError(
+                    f"targets must be token ids in [0, {self.config.vocab_size}) or -100 (ignored); "
+                    f"got range [{int(real.min())}, {int(real.max())}]."
+                )
+        if cache is not None and cache.batch_size != idx.shape[0]:
+            raise ValueError(
+                f"the KV cache holds {cache.batch_size} sequences but idx has {idx.shape[0]}; "
+                f"create it with model.new_cache(batch_size={idx.shape[0]})."
+            )
+
+    def _check_positions(self, position_ids: torch.Tensor, B: int, T: int) -> None:
+        if not isinstance(position_ids, torch.Tensor) or position_ids.dtype.is_floating_point:
+            raise ValueError("position_ids must be an integer tensor of shape (T,) or (B, T).")
+        if tuple(position_ids.shape) not in ((T,), (B, T), (1, T)):
+            raise ValueError(
+                f"position_ids must have shape ({T},) or ({B}, {T}), got {tuple(position_ids.shape)}."
+            )
+        if position_ids.numel() and int(position_ids.min()) < 0:
+            raise ValueError(f"position_ids must be >= 0, got {int(position_ids.min())}.")
+        learned = self.config.positional in ("learned", "sinusoidal")
+        if (
+            learned
+            and position_ids.numel()
+            and int(position_ids.max()) >= self.config.context_length
+        ):
+            raise ValueError(
+                f"position_ids must be < context_length {self.config.context_length}, "
+                f"got {int(position_ids.max())}."
             )
 
 

@@ -303,6 +303,13 @@ def weight_bytes_table(model: ModelConfig | int) -> dict[str, int]:
     return {name: weight_bytes(model, name) for name in ("fp32", "bf16", "int8", "int4")}
 
 
+def _check_count(name: str, value: object, allow_zero: bool = False) -> None:
+    """``ValueError`` unless ``value`` is an integer >= 1 (>= 0 with ``allow_zero``)."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
 def kv_cache_bytes(
     config: ModelConfig,
     batch_size: int = 1,
@@ -315,6 +322,8 @@ def kv_cache_bytes(
     multi-query attention shrink it by ``n_heads / kv_heads``.
     """
     context = config.context_length if context_length is None else context_length
+    _check_count("batch_size", batch_size)
+    _check_count("context_length", context, allow_zero=True)
     numbers = 2 * batch_size * context * config.n_layers * config.kv_heads * config.head_dim
     return math.ceil(numbers * dtype_bytes(dtype))
 
