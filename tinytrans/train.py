@@ -567,7 +567,7 @@ def _read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") ->
             "plain data, which tinytrans refuses to unpickle; use a file written by "
             "`tinytrans train` or save_model"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, TypeError, AttributeError) as error:
+    except Exception as error:  # any failure to parse: truncated, foreign, damaged
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"{path} is not a readable tinytrans checkpoint (truncated or not a PyTorch file: "
@@ -729,7 +729,8 @@ def save_model(
 
     Loads with :func:`load_checkpoint`; about 4 bytes per parameter in fp32, 2 in bf16/fp16.
     A model from :func:`tinytrans.generate.quantize_int8` is saved with its int8 weights
-    dequantized (exactly) and quantized again by :func:`load_checkpoint`.
+    (values, scale, zero point) beside their fp32 dequantization; :func:`load_checkpoint`
+    quantizes the model again and puts back exactly those int8 weights.
     """
     quantized = _dequantized_state(model)
     if quantized is not None:
@@ -737,7 +738,8 @@ def save_model(
             raise ValueError(
                 "an int8 model cannot be cast to another dtype; save it with dtype=None"
             )
-        extra = {**(extra or {}), "quantization": "int8-dynamic"}
+        extra = {**(extra or {}), "quantization": "int8-dynamic",
+                 "int8_weights": _int8_weights(model)}  # fmt: skip
     weights = (
         quantized
         if quantized is not None
@@ -758,13 +760,49 @@ def save_model(
     return _atomic_torch_save(state, Path(path))
 
 
-def _dequantized_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """The float state dict of a dynamically quantized model (``None`` for a float model)."""
-    quantized = {
+def _quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
+    return {
         name: module
         for name, module in model.named_modules()
         if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight")
     }
+
+
+def _int8_weights(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Each quantized Linear's int8 values, scale and zero point (``weights_only``-safe)."""
+    out = {}
+    for name, module in _quantized_linears(model).items():
+        weight = module.weight()
+        if weight.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            continue  # per-channel: the fp32 copy is re-quantized on load instead
+        out[name] = {
+            "values": weight.int_repr().cpu(),
+            "scale": float(weight.q_scale()),
+            "zero_point": int(weight.q_zero_point()),
+        }
+    return out
+
+
+def _restore_int8_weights(model: nn.Module, saved: Any, source: str) -> None:
+    if not isinstance(saved, dict):
+        return
+    linears = _quantized_linears(model)
+    for name, entry in saved.items():
+        module = linears.get(name)
+        values = entry.get("values") if isinstance(entry, dict) else None
+        if module is None or not isinstance(values, torch.Tensor) or values.dtype != torch.int8:
+            raise _damaged(source, f"int8 weights for {name!r} do not fit the model")
+        if tuple(values.shape) != tuple(module.weight().shape):
+            raise _damaged(source, f"int8 weights for {name!r} have the wrong shape")
+        weight = torch._make_per_tensor_quantized_tensor(
+            values, float(entry["scale"]), int(entry["zero_point"])
+        )
+        module.set_weight_bias(weight, module.bias())
+
+
+def _dequantized_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The float state dict of a dynamically quantized model (``None`` for a float model)."""
+    quantized = _quantized_linears(model)
     if not quantized:
         return None
     state: dict[str, torch.Tensor] = {}
@@ -808,7 +846,8 @@ def load_checkpoint(
         from tinytrans.generate import quantize_int8
 
         model = quantize_int8(model.cpu())
-    skip = {"model", "optimizer", "scaler", "rng", "data", "tokenizer"}
+        _restore_int8_weights(model, state.get("int8_weights"), str(path))
+    skip = {"model", "optimizer", "scaler", "rng", "data", "tokenizer", "int8_weights"}
     info = {k: v for k, v in state.items() if k not in skip}
     info["path"] = str(path)
     return model, tokenizer, info
