@@ -91,8 +91,9 @@ def sampling_explorer(
     """One decoding step at a time: the next-token distribution at T = 1, after temperature
     and after top-k / top-p / min-p (dropped tokens dimmed), the cumulative curve with the p
     cut-off, entropy and effective vocabulary, a seeded "sample N" histogram against theory,
-    and beam-search trees. ``defaults`` sets the static explorable's starting controls
-    (``temperature``, ``top_k``, ``top_p``, ``min_p``, ``method``, ``n``, ``seed``, ``beams``)."""
+    and beam-search trees. ``defaults`` sets the starting controls of the live explorer and the
+    static explorable alike (``temperature``, ``top_k``, ``top_p``, ``min_p``, ``method``, ``n``,
+    ``seed``, ``beams``)."""
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):
         from tinytrans.widgets.static import sampling_static
@@ -100,7 +101,7 @@ def sampling_explorer(
         return sampling_static(model, tokenizer, chosen, n_steps=n_steps, defaults=defaults)
     from tinytrans.widgets.live import SamplingExplorer
 
-    return SamplingExplorer(model, tokenizer, chosen, n_steps)
+    return SamplingExplorer(model, tokenizer, chosen, n_steps, defaults=defaults)
 
 
 def _config(config_or_preset: Any) -> Any:

@@ -167,40 +167,53 @@ class AttentionExplorer(Explorer):
 
 
 class SamplingExplorer(Explorer):
-    """Prompt, step, method, temperature / top-k / top-p / min-p, sample N, beam width."""
+    """Prompt, step, method, temperature / top-k / top-p / min-p, sample N, beam width.
+
+    ``defaults`` sets the starting controls, as for the static explorable (``temperature``,
+    ``top_k``, ``top_p``, ``min_p``, ``method``, ``n``, ``seed``, ``beams``): a chapter that
+    passes ``temperature=0.8, top_p=0.9`` opens the live explorer there too."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, prompts: Sequence[str], n_steps: int = 8
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompts: Sequence[str],
+        n_steps: int = 8,
+        defaults: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.tokenizer, self.n_steps = model, tokenizer, n_steps
         self._paths: dict[str, Any] = {}
         self._trees: dict[tuple, Any] = {}
         vocab = model.config.vocab_size
         self.labels = wdata.token_labels(tokenizer, range(vocab))
-        d = {**_sampling_defaults()}
+        d = _sampling_defaults(defaults)
         self.prompt = widgets.Combobox(
             value=prompts[0], options=list(prompts), description="prompt", ensure_option=False,
             continuous_update=False, style=_style(), layout=widgets.Layout(width="420px"),
         )  # fmt: skip
         self.step = widgets.IntSlider(min=0, max=n_steps - 1, value=0, description="step")
         self.method = widgets.ToggleButtons(options=["greedy", "sample", "beam"], value=d["method"])
-        self.temperature = widgets.FloatSlider(min=0, max=2, step=0.05, value=d["temperature"],
-                                               description="temperature", style=_style())  # fmt: skip
+        self.temperature = widgets.FloatSlider(min=0, max=max(2, d["temperature"]), step=0.05,
+                                               value=d["temperature"], description="temperature",
+                                               style=_style())  # fmt: skip
         self.top_k = widgets.BoundedIntText(min=0, max=vocab, value=d["top_k"],
                                             description="top-k (0 = off)", style=_style())  # fmt: skip
         self.top_p = widgets.FloatSlider(
-            min=0.05, max=1, step=0.01, value=d["top_p"], description="top-p"
+            min=min(0.05, d["top_p"]), max=1, step=0.01, value=d["top_p"], description="top-p"
         )
         self.min_p = widgets.FloatSlider(
-            min=0, max=0.5, step=0.01, value=d["min_p"], description="min-p"
+            min=0, max=max(0.5, d["min_p"]), step=0.01, value=d["min_p"], description="min-p"
         )
-        self.sample_n = widgets.Dropdown(options=[0, 20, 100, 200, 500, 1000], value=d["n"],
-                                         description="sample N", style=_style())  # fmt: skip
+        self.sample_n = widgets.Dropdown(options=sorted({0, 20, 100, 200, 500, 1000, d["n"]}),
+                                         value=d["n"], description="sample N",
+                                         style=_style())  # fmt: skip
         self.seed = widgets.IntText(
             value=d["seed"], description="seed", layout=widgets.Layout(width="140px")
         )
         self.resample = widgets.Button(description="sample again", tooltip="next seed")
-        self.beams = widgets.IntSlider(min=1, max=6, value=d["beams"], description="beams")
+        self.beams = widgets.IntSlider(
+            min=1, max=max(6, d["beams"]), value=d["beams"], description="beams"
+        )
         self.depth = widgets.IntSlider(
             min=1, max=8, value=4, description="beam depth", style=_style()
         )
@@ -251,10 +264,17 @@ class SamplingExplorer(Explorer):
         self.current = view
 
 
-def _sampling_defaults() -> dict[str, Any]:
+def _sampling_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The static explorable's starting values, updated with ``overrides`` (checked)."""
     from tinytrans.widgets.static import SAMPLING_DEFAULTS
 
-    return dict(SAMPLING_DEFAULTS)
+    unknown = sorted(set(overrides or {}) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown sampling explorer setting(s) {unknown}; the settings are "
+            f"{sorted(SAMPLING_DEFAULTS)}."
+        )
+    return {**SAMPLING_DEFAULTS, **(overrides or {})}
 
 
 # ----------------------------------------------------------------------------- sizing
