@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -644,3 +645,40 @@ console.log(JSON.stringify(xs.map(x => [TinyTrans.pyG(x, 2), TinyTrans.pyG(x, 3)
     ]  # fmt: skip
     for x, row_got, row_expected in zip(values, got, expected, strict=True):
         assert row_got == row_expected, x
+
+
+def test_importing_the_live_widgets_creates_no_widget():
+    """A widget made at import puts widget state into every notebook that imports
+    ``loss_plot``, and the static book then loads the widget manager from a CDN."""
+    code = (
+        "import ipywidgets.widgets.widget as w\n"
+        "import tinytrans.widgets.live\n"
+        "from tinytrans.widgets import loss_plot\n"
+        "loss_plot(static=True)\n"
+        "print(len(w._instances))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "0"
+
+
+def test_prompt_excerpt_cuts_at_a_word_boundary_on_one_line():
+    text = "HAMLET:\nTo be, or not to be, that is the question: whether 'tis"
+    shown = render.prompt_excerpt(text, width=40)
+    assert shown.startswith("\u2026") and "\n" not in shown
+    assert text.replace("\n", "\\n").endswith(shown[1:])
+    assert shown[1] != " " and text[len(text) - len(shown[1:]) - 1].isspace()
+    assert render.prompt_excerpt("ROMEO:\nO") == "ROMEO:\\nO"
+
+
+def test_sizing_png_legends_do_not_cover_axis_labels():
+    """Each bar of the sizing PNG is shares of one total: no x tick labels for the legend
+    below it to run into, and every legend lies below its own bar."""
+    fig = render.sizing_figure(D.sizing_figures(ModelConfig.preset("course")), "course")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == []
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y1 <= ax.get_window_extent(renderer).y0 + 1

@@ -23,7 +23,13 @@ from tinytrans.widgets import data as wdata
 from tinytrans.widgets import render
 
 log = logging.getLogger("tinytrans.widgets")
-WRAP = widgets.Layout(flex_flow="row wrap", align_items="center")
+
+
+def _wrap() -> widgets.Layout:
+    """A wrapping row layout. Made per explorer, never at import: a widget created at import
+    (e.g. by ``loss_plot``, which needs no widget) puts widget state into the notebook, and
+    the static book would then load the widget manager from a CDN for nothing."""
+    return widgets.Layout(flex_flow="row wrap", align_items="center")
 
 
 def _style() -> dict[str, str]:
@@ -39,7 +45,7 @@ class Explorer(widgets.VBox):
         self.last_error: BaseException | None = None
         self.errors: list[BaseException] = []
         self._muted = False
-        self.controls = widgets.HBox(list(controls), layout=WRAP)
+        self.controls = widgets.HBox(list(controls), layout=_wrap())
         super().__init__([self.controls, self.error, self.view], **kwargs)
 
     # -- error handling -----------------------------------------------------------------
