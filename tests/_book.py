@@ -133,7 +133,7 @@ class Visit:
         self.errors.append(f"pageerror: {text}")
 
     def check_clean(self) -> None:
-        assert self.errors == [], self.errors
         assert self.external == [], (
             f"requests to hosts other than the local server: {self.external}"
         )
+        assert self.errors == [], self.errors
