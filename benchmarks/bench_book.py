@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the reference build has no GPU
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # figures are drawn, as in the book build
     os.environ["TINYTRANS_STATIC_WIDGETS"] = "1"  # as `make book` runs them
     cached = cached_seconds(Path(args.from_cache)) if args.from_cache else None
     pages = []
