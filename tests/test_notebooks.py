@@ -95,3 +95,20 @@ def test_figure_code_is_collapsed(path):
             assert "hide-input" in cell.metadata.get("tags", []), (
                 f"{path.name} cell {index}: a figure cell shows its axes code; tag it hide-input"
             )
+
+
+def test_the_book_build_skips_every_ignored_folder():
+    """A virtual environment in the checkout (``.colab/``, ``.venv/``) holds Markdown files of
+    installed packages; the book must not read them as pages."""
+    import yaml
+
+    excluded = set(yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"])
+    folders = [
+        line.strip()
+        for line in (ROOT / ".gitignore").read_text().splitlines()
+        if line.strip().endswith("/") and not line.startswith("#") and "*" not in line
+    ]
+    # Caches at any depth hold no Markdown; the checkpoints have their own "**" pattern.
+    anywhere = {"__pycache__/", ".ipynb_checkpoints/"}
+    missing = [f for f in folders if f"{f}*" not in excluded and f not in anywhere]
+    assert missing == [], f"add {missing} to exclude_patterns in _config.yml"
