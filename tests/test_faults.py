@@ -57,16 +57,25 @@ COUNTS = {
 }
 
 
+class _CountsReport:
+    """Prints :data:`COUNTS` in pytest's terminal summary (also written to
+    ``$TINYTRANS_FAULT_REPORT`` as JSON when that variable names a file)."""
+
+    def pytest_terminal_summary(self, terminalreporter):
+        line = "fault injection: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
+        terminalreporter.write_sep("-", "fault injection counts")
+        terminalreporter.write_line(line)
+        target = os.environ.get("TINYTRANS_FAULT_REPORT")
+        if target:
+            Path(target).write_text(json.dumps(COUNTS, indent=2) + "\n")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def report_counts(request):
+    manager = request.config.pluginmanager
+    if not manager.has_plugin("tinytrans-fault-counts"):
+        manager.register(_CountsReport(), "tinytrans-fault-counts")
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = "fault injection: " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-    if reporter is not None:
-        reporter.write_line("")
-        reporter.write_line(line)
-    else:
-        print(line)
 
 
 def corpus_text(n_lines: int = 1500, seed: int = 0) -> str:

@@ -196,14 +196,25 @@ def config_from_hf(hf_config: Any, name: str | None = None) -> ModelConfig:
     """
     architecture = hf_config_architecture(hf_config)
     reader = _llama_fields if architecture == "llama" else _gpt2_fields
-    fields, problems = reader(_getter(hf_config))
+    try:
+        fields, problems = reader(_getter(hf_config))
+    except (TypeError, KeyError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"this {HF_CLASSES[architecture]} config is malformed ({type(error).__name__}: "
+            f"{error}); pass the config.json of a real {architecture} checkpoint"
+        ) from None
     if problems:
         raise ValueError(
             f"This {HF_CLASSES[architecture]} config cannot be expressed as a ModelConfig: "
             + "; ".join(problems)
             + "."
         )
-    return ModelConfig(**fields, name=name or f"hf-{architecture}")
+    try:
+        return ModelConfig(**fields, name=name or f"hf-{architecture}")
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"this {HF_CLASSES[architecture]} config does not give a valid model: {error}"
+        ) from None
 
 
 def _rope_theta(get: Callable[[str, Any], Any], problems: list[str]) -> float:
@@ -443,7 +454,11 @@ def to_hf(
     transformers = _transformers()
     cls = getattr(transformers, HF_CLASSES[check_hf_compatible(model.config, architecture)])
     hf_model = cls(hf_config)
-    hf_model.load_state_dict(state_dict_to_hf(model.state_dict(), model.config), strict=True)
+    from tinytrans.train import _dequantized_state
+
+    # An int8 model (quantize_int8) exports its int8 weights dequantized to float.
+    state = _dequantized_state(model) or model.state_dict()
+    hf_model.load_state_dict(state_dict_to_hf(state, model.config), strict=True)
     hf_model.to(device=model.device, dtype=model.tok_emb.weight.dtype)
     return hf_model.train(model.training)
 
@@ -470,6 +485,13 @@ def from_hf(
         hf_config = hf_config if hf_config is not None else hf_model_or_state_dict.config
         state = hf_model_or_state_dict.state_dict()
     config = config_from_hf(hf_config)
+    try:
+        converted = state_dict_from_hf(state, config)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"the state dict does not match its config ({type(error).__name__}: {error}); pass "
+            "the weights and the config.json of the same checkpoint"
+        ) from None
     model = TinyTransformer(config)
-    model.load_state_dict(state_dict_from_hf(state, config), strict=True)
+    model.load_state_dict(converted, strict=True)
     return model.to(dtype=dtype).eval()

@@ -20,6 +20,7 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -306,7 +307,7 @@ def weight_bytes_table(model: ModelConfig | int) -> dict[str, int]:
 def _check_count(name: str, value: object, allow_zero: bool = False) -> None:
     """``ValueError`` unless ``value`` is an integer >= 1 (>= 0 with ``allow_zero``)."""
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
