@@ -624,3 +624,17 @@ def test_cli_run_with_a_saved_checkpoint(tmp_path, capsys):
 
     assert main(["generate", str(path), "--prompt", "aZ", "--max-new-tokens", "3"]) == 2
     assert "cannot encode the prompt: character 'Z'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ids", [[1, 2.7, 3], ["1", "2"], torch.tensor([1.0, 2.0])])
+def test_prompt_ids_are_never_truncated(ids):
+    model = make_model("rope", vocab=24)
+    with pytest.raises(ValueError, match="prompt ids must be integers"):
+        G.generate(model, None, ids, 3, temperature=0)
+
+
+def test_a_tiny_temperature_is_greedy_not_nan():
+    logits = torch.tensor([1.0, 3.0, 2.0])
+    cold = G.apply_temperature(logits, 1e-40)
+    assert torch.equal(cold.softmax(-1), torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.allclose(G.apply_temperature(logits, 0.5), logits / 0.5)  # unchanged otherwise

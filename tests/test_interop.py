@@ -311,3 +311,21 @@ def test_missing_transformers_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(ImportError, match="pip install transformers"):
         config_to_hf(ModelConfig(**_TOY_LLAMA))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"n_embd": None}, {"n_head": "four"}, {"n_embd": 30}],
+)
+def test_malformed_hf_configs_are_value_errors(changes):
+    gpt2 = dict(model_type="gpt2", vocab_size=50, n_positions=32, n_embd=32, n_layer=1, n_head=4)
+    with pytest.raises(ValueError):
+        config_from_hf({**gpt2, **changes})
+
+
+def test_malformed_llama_rope_parameters_are_value_errors():
+    llama = dict(model_type="llama", vocab_size=50, max_position_embeddings=32, hidden_size=32,
+                 num_hidden_layers=1, num_attention_heads=4, intermediate_size=48,
+                 rope_parameters="not-a-dict")  # fmt: skip
+    with pytest.raises(ValueError, match="malformed"):
+        config_from_hf(llama)

@@ -385,3 +385,31 @@ def test_ignore_index_and_loss_value():
         logits, loss = model(x, y)
     expected = F.cross_entropy(logits[:, 3:].reshape(-1, logits.size(-1)), y[:, 3:].reshape(-1))
     torch.testing.assert_close(loss, expected)
+
+
+# ------------------------------------------------------------------ validation gaps (issue 13)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("rope_theta", math.nan), ("norm_eps", math.nan), ("rope_theta", math.inf),
+     ("bias", "yes"), ("tie_embeddings", 1), ("dropout", "0.1"), ("dropout", math.nan)],
+)  # fmt: skip
+def test_config_refuses_nan_and_ill_typed_fields(field, value):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_forward_refuses_bad_targets_positions_and_cache_batch():
+    model = build_model(ModelConfig(vocab_size=20, context_length=16, d_model=32, n_heads=4,
+                                    d_ff=64, positional="rope"))  # fmt: skip
+    idx = torch.randint(0, 20, (2, 8))
+    with pytest.raises(ValueError, match="targets must be token ids"):
+        model(idx, torch.full((2, 8), 20))
+    ignored = torch.full((2, 8), -100)
+    model(idx, ignored)  # -100 stays allowed: those positions are ignored
+    with pytest.raises(ValueError, match="position_ids must be >= 0"):
+        model(idx, position_ids=torch.arange(-1, 7))
+    cache = model.new_cache(batch_size=3)
+    with pytest.raises(ValueError, match="KV cache holds 3 sequences"):
+        model(idx, cache=cache)

@@ -765,3 +765,10 @@ def test_errata_helpers():
     assert table.count("<th>") == len(errata.TABLE_COLUMNS)
     ranged = errata.SeedCheck("004", "x", "y", "~5-10", (5.0, 10.0), 7.0, "", 1.0)
     assert ranged.ok and ranged.as_row()["claimed"] == "5 to 10"
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": -1}, {"batch_size": 0}, {"context_length": -5},
+                                    {"batch_size": 1.5}])  # fmt: skip
+def test_kv_cache_bytes_refuses_negative_and_fractional_counts(kwargs):
+    with pytest.raises(ValueError, match="must be an integer"):
+        S.kv_cache_bytes(ModelConfig.preset("course"), **kwargs)
