@@ -1184,13 +1184,19 @@ class Trainer:
     def _check_finite(self, loss: float, grad_norm: float) -> None:
         """Stop before a NaN/inf update reaches the weights (fp16's scaler skips inf grads)."""
         bad_grad = not math.isfinite(grad_norm) and self.precision != "fp16"
-        if math.isfinite(loss) and not bad_grad:
+        bad = not math.isfinite(loss) or bad_grad
+        if self.dist.enabled:  # one rank's NaN stops every rank (none waits in a collective)
+            flag = torch.tensor([int(bad)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = bool(int(flag))
+        if not bad:
             return
-        what = (
-            f"the loss became {loss}"
-            if not math.isfinite(loss)
-            else (f"the gradient norm became {grad_norm}")
-        )
+        if not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        elif not math.isfinite(grad_norm):
+            what = f"the gradient norm became {grad_norm}"
+        else:
+            what = "another rank's loss or gradient norm stopped being finite"
         raise _Diverged(f"{what} at step {self.step + 1}")
 
     def _clip_gradients(self) -> float:
