@@ -668,9 +668,13 @@ WRONG = {
         "one head's Q (or K, V) matrix, d = 256, 8 heads",
         "TinyLlama / nano-trickster forward FLOPs per token",
         "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)",
+        "training cost when the context doubles (512 -> 1,024), same parameters and tokens",
+        "attention FLOPs per token when d_model doubles (256 -> 512, T = 512)",
+        "FFN FLOPs per sequence when the sequence doubles (512 -> 1,024)",
     },
     "003": {
         "throughput of 8 V100s (125 TFLOP/s) at the seed's 30% MFU",
+        "LLaMA 7B tokens per parameter (1T tokens)",
         *(f"Chinchilla loss, N = 40M, D = {d}" for d in ("800M", "4.14B", "8.28B", "12.4B")),
         *(f"perplexity, N = 40M, D = {d}" for d in ("800M", "4.14B", "8.28B", "12.4B")),
     },
@@ -686,6 +690,8 @@ WRONG = {
         "weight decay per step, fraction of W (λ = 0.01)",
         *(f"lr in epoch {e}, {how}" for e in (2, 20)
           for how in ("as its code schedules it", "by its formula")),
+        "batches per second in its tokens-per-second line", "tokens/s at 3.1 batches/s",
+        "memory of the target device", "learning rate at batch 128 / at batch 32",
     },
 }  # fmt: skip
 
