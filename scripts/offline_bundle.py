@@ -99,7 +99,7 @@ def bundle(out: Path, cache: Path | None = None) -> Path:
             corpus_pin=CORPUS_PIN,
         )
     )
-    archive = out.with_suffix(".zip")
+    archive = out.parent / f"{out.name}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for path in sorted(out.iterdir()):
             zf.write(path, f"{out.name}/{path.name}")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = bundle(args.out.resolve())
     for path in sorted(out.iterdir()):
         print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
-    print(f"{out.with_suffix('.zip')}")
+    print(out.parent / f"{out.name}.zip")
     return 0
 
 

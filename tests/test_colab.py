@@ -336,7 +336,7 @@ def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, 
             f"{CORPUS_NAME}-{CORPUS_VERSION}-py3-none-any.whl",
         ]
     )
-    with zipfile.ZipFile(bundle.with_suffix(".zip")) as zf:
+    with zipfile.ZipFile(bundle.parent / f"{bundle.name}.zip") as zf:
         assert f"{bundle.name}/README.txt" in zf.namelist()
     env = reader_env(f"http://127.0.0.1:{closed_port()}", tmp_path, TINYTRANS_SOURCE=str(bundle))
     [result] = run_setup_cells([CHAPTERS[-1]], env, tmp_path)
@@ -346,6 +346,25 @@ def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, 
     assert re.search(rf"^tinytrans\s+: {re.escape(VERSION)}$", out, re.M), out
     added = set(freeze()) - set(colab_packages)
     assert added == ADDED
+
+
+@pytest.mark.skipif(Path("/kaggle").exists(), reason="a real /kaggle is here: leave it alone")
+def test_the_setup_cell_finds_a_bundle_attached_on_kaggle(colab_packages, tmp_path):
+    """A Kaggle dataset is mounted at /kaggle/input/<name>/: with Internet off and no
+    TINYTRANS_SOURCE, the setup cell installs from it by itself."""
+    uninstall_reader_packages()
+    attached = Path("/kaggle/input") / f"tinytrans-offline-test-{os.getpid()}"
+    try:
+        offline_bundle.bundle(attached, WORK / "wheels")
+        env = reader_env(f"http://127.0.0.1:{closed_port()}", tmp_path)
+        [result] = run_setup_cells(CHAPTERS[1:2], env, tmp_path)
+    finally:
+        shutil.rmtree("/kaggle", ignore_errors=True)
+    assert not errors_of(result["outputs"]), text_of(result["outputs"])
+    out = text_of(result["outputs"])
+    assert out.startswith(f"Installing tinytrans {VERSION} from {attached} ...\n"), out
+    assert re.search(rf"^tinytrans\s+: {re.escape(VERSION)}$", out, re.M), out
+    assert set(freeze()) - set(colab_packages) == ADDED
 
 
 def build_backend_wheel() -> Path:
