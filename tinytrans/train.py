@@ -1297,9 +1297,12 @@ class Trainer:
     def fit(self, pause_after: float | None = None) -> dict[str, Any]:
         """Train until a budget runs out (or ``pause_after`` seconds pass); return the metrics.
 
-        A paused trainer continues where it left off on the next ``fit``. Ctrl-C (or a
-        ``KeyboardInterrupt`` raised by a callback) saves the "last" checkpoint and returns
-        with ``stop_reason == "interrupted"``.
+        A paused trainer continues where it left off on the next ``fit``. Ctrl-C (SIGINT),
+        SIGTERM or a ``KeyboardInterrupt`` raised by a callback stop at a step boundary: the
+        step under way finishes (a signal never lands inside an update), the "last" checkpoint
+        is saved and ``fit`` returns with ``stop_reason == "interrupted"``; :meth:`resume`
+        then continues bit for bit. A loss that stops being finite ends the run with
+        ``stop_reason == "diverged"`` without overwriting the checkpoints.
         """
         self.stop_reason = None
         self.interrupt_signal = None
