@@ -539,6 +539,10 @@ def test_a_second_run_never_overwrites_the_first(tmp_path, corpus, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
     assert (out / "last.pt").read_bytes() == before
+    # --overwrite with a set-up that fails (a bad flag, a missing corpus) keeps the old run
+    assert cli_main(train_argv(corpus, out, "--overwrite", "--lr", "inf")) == 2
+    assert cli_main(train_argv(tmp_path / "nope.txt", out, "--overwrite")) == 2
+    assert (out / "last.pt").read_bytes() == before
     assert cli_main(train_argv(corpus, out, "--max-steps", "5", "--overwrite")) == 0
     assert cli_main(train_argv(corpus, out, "--max-steps", "10", "--resume")) == 0
     assert read_state(out / "last.pt")["step"] == 10

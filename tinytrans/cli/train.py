@@ -129,11 +129,11 @@ def _main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
     """Refuse to overwrite a run, and check that ``out`` is a folder we can write to.
 
-    ``--overwrite`` removes the previous run's files first, so a new run never mixes with
-    an old one's checkpoints."""
+    Returns the previous run's files, which ``--overwrite`` removes (:func:`clear_run`) once
+    the new run is set up, so a new run never mixes with an old one's checkpoints."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; pass a folder for the run.")
     existing = [name for name in RUN_FILES if (out / name).exists()]
@@ -151,8 +151,13 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise ValueError(
             f"cannot write to --out {out} ({reason}); choose a folder you can write to."
         ) from None
-    if overwrite and not resume and _main_rank():
-        for name in existing:
+    return existing if overwrite and not resume else []
+
+
+def clear_run(out: Path, names: list[str]) -> None:
+    """Remove the previous run's files (rank 0 only): ``--overwrite`` after set-up worked."""
+    if _main_rank():
+        for name in names:
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
 
@@ -252,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         path = None
-    prepare_out_dir(out, resume=path is not None, overwrite=args.overwrite)
+    replaced = prepare_out_dir(out, resume=path is not None, overwrite=args.overwrite)
     model, data, config = _resumed(args, path) if path is not None else _fresh(args)
+    clear_run(out, replaced)  # only now: a failed set-up leaves the old run as it was
     trainer = Trainer(model, data, config)
     if path is not None:
         trainer.resume(path)
