@@ -2,9 +2,9 @@
 shows, in the HTML (real Chromium) and in the PDF.
 
 For every notebook page of the book (chapters and appendices), the executed copy that the
-build kept (``_build/jupyter_execute``) says how many figures and static explorables the code
-drew. The page served on 127.0.0.1 must show exactly those: every image loaded, every
-explorable mounted, no empty output area, no traceback or error text, no test marker
+build rendered (its entry in the build's jupyter-cache) says how many figures and static
+explorables the code drew. The page served on 127.0.0.1 must show exactly those: every
+image loaded, every explorable mounted, no empty output area, no traceback or error text, no test marker
 (``NBVAL``), no raw ``<Figure size ...>`` or widget repr, no live-widget state (it needs a
 kernel and CDN scripts), and no request to any host but the local server (the Colab and Kaggle
 badges aside). The PDF (``_build/pdf/tinytrans.pdf``, built by ``make book``) must hold at
@@ -14,20 +14,20 @@ least every figure and explorable view (``pdfimages -list``). Screenshots of eve
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from _book import ARTIFACTS, BUILD, ROOT, Visit, missing, require_build
 
 pytestmark = pytest.mark.browser
 
-EXECUTED = BUILD.parent / "jupyter_execute"
+CACHE = BUILD.parent / ".jupyter_cache"
 PDF = BUILD.parent / "pdf" / "tinytrans.pdf"
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -61,19 +61,36 @@ class Drawn:
 
     figures: int = 0  # image outputs (matplotlib figures, PNGs)
     explorables: int = 0  # static explorables (HTML plus a PNG of the default view)
-    widgets: int = 0  # live ipywidgets views: need a kernel, must not be in the book
+    widgets: int = 0  # live ipywidgets (views or saved state): need a kernel and CDN scripts
 
     @property
     def pdf_images(self) -> int:
         return self.figures + self.explorables
 
 
+def executed(docname: str) -> dict:
+    """The outputs the page was rendered from: the build's jupyter-cache entry for the
+    notebook as it is now (``_build/jupyter_execute`` holds them only for notebooks executed in
+    that very build, not for those taken from the cache)."""
+    from jupyter_cache import get_cache
+
+    source = nbformat.read(ROOT / f"{docname}.ipynb", as_version=4)
+    try:
+        _, merged = get_cache(CACHE).merge_match_into_notebook(source)
+    except KeyError:
+        pytest.fail(
+            f"{docname} has no cached execution (it changed since the book was built, or it "
+            "failed to execute: see _build/html/reports/): run make book"
+        )
+    return merged
+
+
 def drawn(docname: str) -> Drawn:
-    path = EXECUTED / f"{docname}.ipynb"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: the book build keeps every executed notebook there.")
-    result = Drawn()
-    for cell in json.loads(path.read_text())["cells"]:
+    notebook = executed(docname)
+    # Widget state saved with the notebook makes the page load the widget manager from a CDN.
+    state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json")
+    result = Drawn(widgets=len((state or {}).get("state", {})))
+    for cell in notebook["cells"]:
         if cell["cell_type"] != "code":
             continue
         if HIDDEN_OUTPUT_TAGS & set(cell.get("metadata", {}).get("tags", [])):
