@@ -17,6 +17,21 @@ import sys
 import numpy as np
 import torch
 
+__all__ = [
+    "auto_precision",
+    "bf16_is_native",
+    "budget",
+    "cuda_problem",
+    "fallback_reason",
+    "has_kernels",
+    "mps_problem",
+    "pick_device",
+    "platform_name",
+    "report",
+    "seed_everything",
+    "versions",
+]
+
 #: Why the last ``pick_device("auto")`` passed over an accelerator (``None``: it did not).
 fallback_reason: str | None = None
 

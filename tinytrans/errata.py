@@ -22,6 +22,25 @@ from tinytrans import sizing as S
 from tinytrans import train as T
 from tinytrans.model import ModelConfig
 
+__all__ = [
+    "PI_ZERO_2_W_BYTES",
+    "SECTION_ORDER",
+    "SEEDS_WITHOUT_ARITHMETIC",
+    "SEED_TITLES",
+    "TABLE_COLUMNS",
+    "SeedCheck",
+    "adamw_decay_per_step",
+    "errata_rows",
+    "format_value",
+    "gpt3_config",
+    "html_table",
+    "llama31_8b_config",
+    "seed003_option",
+    "seed004_lr",
+    "seed_checks",
+    "seed_summary",
+]
+
 #: The Raspberry Pi Zero 2 W's memory, 512 MB of LPDDR2 (a hardware fact, not a computation).
 PI_ZERO_2_W_BYTES = 512 * 2**20
 

@@ -28,6 +28,21 @@ import torch
 
 from tinytrans.model import ModelConfig, TinyTransformer
 
+__all__ = [
+    "ARCHITECTURES",
+    "GPT2_GELUS",
+    "HF_CLASSES",
+    "check_hf_compatible",
+    "config_from_hf",
+    "config_to_hf",
+    "from_hf",
+    "hf_architecture",
+    "hf_config_architecture",
+    "state_dict_from_hf",
+    "state_dict_to_hf",
+    "to_hf",
+]
+
 ARCHITECTURES = ("llama", "gpt2")
 HF_CLASSES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
 GPT2_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approximation we use

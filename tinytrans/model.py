@@ -22,6 +22,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "ACTIVATION_CHOICES",
+    "NORM_CHOICES",
+    "PLACEMENT_CHOICES",
+    "POSITIONAL_CHOICES",
+    "PRESETS",
+    "AttentionCapture",
+    "CausalSelfAttention",
+    "FeedForward",
+    "KVCache",
+    "ModelConfig",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SinusoidalPositions",
+    "TinyTransformer",
+    "TransformerBlock",
+    "apply_rotary",
+    "build_model",
+    "causal_mask",
+    "make_norm",
+    "preset_names",
+    "rotate_half",
+    "sinusoidal_table",
+]
+
 Positional = Literal["learned", "sinusoidal", "rope", "none"]
 NormKind = Literal["layernorm", "rmsnorm"]
 Placement = Literal["pre", "post"]

@@ -28,6 +28,50 @@ import torch
 
 from tinytrans.model import ModelConfig, TinyTransformer
 
+__all__ = [
+    "CHINCHILLA",
+    "CHINCHILLA_REFIT",
+    "CHINCHILLA_TOKENS_PER_PARAM",
+    "DTYPE_BYTES",
+    "PEAK_TFLOPS",
+    "ChinchillaFit",
+    "ComputeOptimal",
+    "ParameterBreakdown",
+    "SizingSummary",
+    "TrainingMemory",
+    "activation_bytes",
+    "attention_matrix_bytes",
+    "batches_per_epoch",
+    "canonical_dtype",
+    "chinchilla_loss",
+    "chinchilla_optimal",
+    "chinchilla_tokens",
+    "count_parameters",
+    "dtype_bytes",
+    "format_bytes",
+    "format_count",
+    "format_duration",
+    "format_flops",
+    "forward_flops_per_token",
+    "kv_cache_bytes",
+    "layer_activation_bytes",
+    "layer_detail",
+    "loss_optimal",
+    "measured_activation_bytes",
+    "parameter_breakdown",
+    "perplexity",
+    "summary",
+    "tokens_per_second",
+    "training_flops",
+    "training_flops_per_token",
+    "training_memory",
+    "training_seconds",
+    "uniform_loss",
+    "weight_bytes",
+    "weight_bytes_table",
+    "width_for_budget",
+]
+
 # --------------------------------------------------------------------------------------------
 # Data types
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,17 @@ import sys
 
 from tinytrans import __version__
 
+__all__ = [
+    "COMMANDS",
+    "DEBUG_ENV",
+    "EXIT_ERROR",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "build_parser",
+    "error_line",
+    "main",
+]
+
 COMMANDS = {
     "train": ("tinytrans.cli.train", "train a model on a corpus and write checkpoints"),
     "generate": ("tinytrans.cli.generate", "generate text from a checkpoint (streams)"),

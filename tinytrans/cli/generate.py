@@ -13,6 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+__all__ = [
+    "DEFAULT_PRETRAINED",
+    "add_arguments",
+    "generate_to_stream",
+    "run",
+]
+
 DEFAULT_PRETRAINED = "shakespeare-char"
 
 

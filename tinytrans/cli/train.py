@@ -24,9 +24,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tinytrans.train import PRECISIONS
+__all__ = [
+    "PRECISIONS",
+    "RUN_FILES",
+    "add_arguments",
+    "check_device",
+    "clear_run",
+    "prepare_out_dir",
+    "run",
+]
 
 _BUDGET = ("max_steps", "max_time", "max_tokens")
+#: ``--precision`` choices: :data:`tinytrans.train.PRECISIONS`, written out so that
+#: ``tinytrans train --help`` does not import torch (``tests/test_api.py`` keeps them equal).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: The files that make a folder a run folder (and that ``--overwrite`` replaces).
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")
 

@@ -24,6 +24,35 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "OPTIMIZER_STATE",
+    "PRECISIONS",
+    "AttentionRecord",
+    "GreedyPath",
+    "SamplingView",
+    "attention_records",
+    "beam_tree",
+    "capture_attention",
+    "display_piece",
+    "encodable_prompts",
+    "encode_prompt",
+    "entropy_nats",
+    "greedy_path",
+    "head_statistics",
+    "induction_scores",
+    "log_sum_exp",
+    "measure_parameters",
+    "mulberry32",
+    "normalise_prompts",
+    "repeated_sequence",
+    "sample_counts",
+    "sampling_config",
+    "sampling_view",
+    "sizing_figures",
+    "token_labels",
+]
+
 #: Prompts used when the caller gives none (kept to characters any English corpus has).
 DEFAULT_PROMPTS = (
     "To be, or not to be, that is the question.",

@@ -22,6 +22,14 @@ import ipywidgets as widgets
 from tinytrans.widgets import data as wdata
 from tinytrans.widgets import render
 
+__all__ = [
+    "AttentionExplorer",
+    "Explorer",
+    "LossPlot",
+    "ParameterExplorer",
+    "SamplingExplorer",
+]
+
 log = logging.getLogger("tinytrans.widgets")
 
 

@@ -19,6 +19,28 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+__all__ = [
+    "FULL_VOCAB_LIMIT",
+    "SAMPLING_DEFAULTS",
+    "SCORE_SCALE",
+    "SIZING_DEFAULTS",
+    "STATIC_ENV",
+    "TRUNCATED_TOP_N",
+    "WEIGHT_SCALE",
+    "StaticExplorable",
+    "attention_data",
+    "attention_static",
+    "explorable_html",
+    "make_explorable",
+    "read_asset",
+    "sampling_data",
+    "sampling_static",
+    "script_safe_json",
+    "sizing_data",
+    "sizing_static",
+    "use_static",
+]
+
 STATIC_ENV = "TINYTRANS_STATIC_WIDGETS"
 _counter = itertools.count()
 
