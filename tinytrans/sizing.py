@@ -691,8 +691,8 @@ class ChinchillaFit:
 #: Hoffmann et al. (2022), "Approach 3" fitted constants.
 CHINCHILLA = ChinchillaFit()
 
-#: Besiroglu et al. (2024), "Chinchilla Scaling: A replication attempt": the same parametric
-#: form refitted to Hoffmann et al.'s data (reconstructed from their plots). Its optimum
+#: The same parametric form refitted to Hoffmann et al.'s data (reconstructed from their
+#: plots) by Besiroglu et al. (2024, *Chinchilla Scaling: A replication attempt*). Its optimum
 #: stays near 20 tokens per parameter across budgets, in line with Hoffmann's Approaches 1 and 2.
 #: Both fits count N as all parameters, embeddings included.
 CHINCHILLA_REFIT = ChinchillaFit(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
