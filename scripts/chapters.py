@@ -173,9 +173,7 @@ def _is_badges(cell) -> bool:
 
 
 def _is_setup(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.removeprefix("# NBVAL_SKIP\n").startswith(
-        "# Setup:"
-    )
+    return cell.cell_type == "code" and cell.source.startswith("# Setup:")
 
 
 def sync(chapter: Path) -> bool:

@@ -59,10 +59,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_build() -> Iterator[str]:
-    """``_build/html`` served on an ephemeral localhost port."""
-    require_build()
-    handler = functools.partial(_Quiet, directory=str(BUILD))
+def serve_folder(folder: Path) -> Iterator[str]:
+    """``folder`` served on 127.0.0.1 (a free port) for the duration of the block."""
+    handler = functools.partial(_Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -71,6 +70,14 @@ def serve_build() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def serve_build() -> Iterator[str]:
+    """``_build/html`` served on an ephemeral localhost port."""
+    require_build()
+    with serve_folder(BUILD) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -25,11 +25,8 @@ test that needs a runtime without them.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import html
-import http.server
 import json
 import os
 import re
@@ -37,11 +34,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+from _book import serve_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -141,25 +138,6 @@ def write_index(wheels: list[Path], root: Path) -> Path:
         (root / "simple" / name).mkdir()
         (root / "simple" / name / "index.html").write_text(page.format("\n".join(links)))
     return root
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve(folder: Path):
-    """Serve ``folder`` on 127.0.0.1 (a free port) for the duration of the block."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def closed_port() -> int:
@@ -271,7 +249,7 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def index(wheels, tmp_path_factory):
     root = write_index(list(wheels.values()), tmp_path_factory.mktemp("index"))
-    with serve(root) as url:
+    with serve_folder(root) as url:
         yield url
 
 
@@ -398,7 +376,7 @@ def test_setup_cell_falls_back_to_the_release_tag(colab_packages, wheels, tmp_pa
     ).stdout.strip()
     subprocess.run(["git", "-C", str(bare), "tag", "-f", f"v{VERSION}", head], check=True)
     subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
-    with serve(served) as url:
+    with serve_folder(served) as url:
         env = reader_env(f"{url}/index", tmp_path, GIT_CONFIG_KEY_0=f"url.{url}/git/.insteadOf")
         [result] = run_setup_cells(CHAPTERS[:1], env, tmp_path)
     assert not errors_of(result["outputs"]), text_of(result["outputs"])

@@ -232,19 +232,24 @@ def pid_alive(pid: int) -> bool:
     return waited == 0
 
 
-@pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory) -> dict:
-    """The uninterrupted run, through the console script."""
-    out = tmp_path_factory.mktemp("straight") / "run"
+def train_to_the_end(argv: list[str]) -> None:
+    """``python -m tinytrans`` with ``argv`` on one thread; it must finish without error."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "tinytrans", *train_argv(corpus, out)],
+        [sys.executable, "-m", "tinytrans", *argv],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> dict:
+    """The uninterrupted run, through the console script."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train_to_the_end(train_argv(corpus, out))
     state = read_state(out / "last.pt")
     assert state["step"] == STEPS
     return state
@@ -343,14 +348,7 @@ def test_console_script_sigint_and_sigterm_resume_exactly(corpus, reference, tmp
         state = read_state(out / "last.pt")
         assert check_prefix(state, reference)
         COUNTS["checkpoints checked"] += 1
-    done = subprocess.run(
-        [sys.executable, "-m", "tinytrans", *train_argv(corpus, out, "--resume")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    train_to_the_end(train_argv(corpus, out, "--resume"))
     final = read_state(out / "last.pt")
     assert same_bits(final["train_losses"], reference["train_losses"])
     assert same_weights(final["model"], reference["model"])
