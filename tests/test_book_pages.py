@@ -14,6 +14,7 @@ least every figure and explorable view (``pdfimages -list``). Screenshots of eve
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -85,6 +86,7 @@ def executed(docname: str) -> dict:
     return merged
 
 
+@functools.cache
 def drawn(docname: str) -> Drawn:
     notebook = executed(docname)
     # Widget state saved with the notebook makes the page load the widget manager from a CDN.
