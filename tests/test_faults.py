@@ -925,3 +925,23 @@ def test_part_files_of_killed_downloads_are_removed(server, tmp_path):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-v", "-p", "no:randomly"]))
+
+
+def test_an_interrupt_python_cannot_raise_is_delivered_again(monkeypatch):
+    """A SIGINT inside an import-lock callback is "unraisable": Python prints a traceback and
+    drops it. The CLI's hook delivers it again as an ordinary KeyboardInterrupt instead."""
+    import time
+
+    from tinytrans import cli
+
+    class Unraisable:
+        exc_value = KeyboardInterrupt()
+
+    with pytest.raises(KeyboardInterrupt):
+        cli._redeliver_lost_interrupt(Unraisable())
+        time.sleep(1.0)  # the main thread receives the re-delivered interrupt here
+    seen = []
+    monkeypatch.setattr(sys, "__unraisablehook__", seen.append)
+    other = type("Other", (), {"exc_value": ValueError("x")})()
+    cli._redeliver_lost_interrupt(other)
+    assert seen == [other]

@@ -10,10 +10,12 @@ interrupted ``train`` saves its last checkpoint and exits with 130 (SIGINT) or 1
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 from tinytrans import __version__
 
@@ -88,7 +90,18 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def _redeliver_lost_interrupt(unraisable: Any) -> None:
+    """A Ctrl-C that lands where Python cannot raise it (a callback of the import machinery,
+    during start-up) is printed as "Exception ignored ... Traceback" and then lost. Deliver it
+    again, so the run stops with the one-line "interrupted" like any other Ctrl-C."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _thread.interrupt_main()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.unraisablehook = _redeliver_lost_interrupt
     args = build_parser().parse_args(argv)
     if _debugging(args):
         return int(args._run(args) or 0)
