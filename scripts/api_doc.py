@@ -30,10 +30,12 @@ SECTIONS = (
     ("tinytrans.pretrained", "(chapters 3 and 4)"),
     ("tinytrans.generate", "(chapter 4)"),
     ("tinytrans.sizing", "(chapter 5)"),
+    ("tinytrans.precision", "(chapters 3 and 5)"),
     ("tinytrans.errata", "(the errata appendix)"),
     ("tinytrans.widgets", ""),
     ("tinytrans.interop", ""),
     ("tinytrans.env", ""),
+    ("tinytrans.files", ""),
 )
 
 INTRO = """\

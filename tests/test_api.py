@@ -17,26 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import api_doc  # noqa: E402
 
-MODULES = (
-    "tinytrans.model",
-    "tinytrans.tokenizers",
-    "tinytrans.data",
-    "tinytrans.train",
-    "tinytrans.evaluate",
-    "tinytrans.generate",
-    "tinytrans.sizing",
-    "tinytrans.interop",
-    "tinytrans.env",
-    "tinytrans.errata",
-    "tinytrans.pretrained",
-    "tinytrans.cli",
-    "tinytrans.cli.train",
-    "tinytrans.cli.generate",
-    "tinytrans.widgets",
-    "tinytrans.widgets.data",
-    "tinytrans.widgets.render",
-    "tinytrans.widgets.static",
-    "tinytrans.widgets.live",
+#: Every public module of the package, found on disk (a new module is covered without a
+#: change here; private ``_name`` modules are skipped).
+MODULES = tuple(
+    sorted(
+        name
+        for path in (ROOT / "tinytrans").rglob("*.py")
+        if not any(
+            part.startswith("_") and part != "__init__.py" for part in path.relative_to(ROOT).parts
+        )
+        and (
+            name := ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        )
+        != "tinytrans"
+    )
 )
 
 
@@ -44,14 +38,6 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
     )
-
-
-def test_every_module_is_listed() -> None:
-    files = {
-        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        for path in (ROOT / "tinytrans").rglob("*.py")
-    }
-    assert files - {"tinytrans", "tinytrans.__main__"} == set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

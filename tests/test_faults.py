@@ -115,7 +115,7 @@ STEPS = 40
 
 def train_argv(corpus: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "train", "--corpus", str(corpus), "--out", str(out), "--preset", "seed-tiny",
+        "train", "--corpus", str(corpus), "--out", str(out), "--preset", "tiny-postnorm",
         "--context-length", "32", "--batch-size", "4", "--max-steps", str(STEPS),
         "--eval-interval", "5", "--eval-batches", "1", "--warmup-steps", "2",
         "--sample-tokens", "0", "--no-progress", "--threads", "1", "--seed", "1", *extra,
@@ -364,7 +364,7 @@ def small_setup(tmp_path: Path, name: str, **config):
 
     data = DataModule(text=corpus_text(300), context_length=16, batch_size=4, seed=0)
     torch.manual_seed(0)
-    model = build_model("seed-tiny", vocab_size=data.vocab_size, context_length=16)
+    model = build_model("tiny-postnorm", vocab_size=data.vocab_size, context_length=16)
     settings = dict(max_steps=10, lr=3e-3, warmup_steps=1, eval_interval=4, eval_batches=1,
                     sample_prompts=(), out_dir=str(tmp_path / name), device="cpu",
                     progress=False, log=False, seed=0)  # fmt: skip
@@ -562,7 +562,7 @@ def checkpoint(tmp_path) -> Path:
     tok = CharTokenizer.train(corpus_text(50))
     from tinytrans.model import build_model
 
-    model = build_model("seed-tiny", vocab_size=tok.vocab_size, context_length=16)
+    model = build_model("tiny-postnorm", vocab_size=tok.vocab_size, context_length=16)
     return save_model(tmp_path / "model.pt", model, tok)
 
 
@@ -782,7 +782,7 @@ def test_int8_models_can_be_saved_and_loaded(tmp_path):
     from tinytrans.model import build_model
 
     torch.manual_seed(0)
-    model = quantize_int8(build_model("seed-tiny", vocab_size=40, context_length=16).eval())
+    model = quantize_int8(build_model("tiny-postnorm", vocab_size=40, context_length=16).eval())
     path = save_model(tmp_path / "int8.pt", model)
     back, _, info = load_checkpoint(path)
     assert info["quantization"] == "int8-dynamic"

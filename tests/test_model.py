@@ -413,3 +413,12 @@ def test_forward_refuses_bad_targets_positions_and_cache_batch():
     cache = model.new_cache(batch_size=3)
     with pytest.raises(ValueError, match="KV cache holds 3 sequences"):
         model(idx, cache=cache)
+
+
+def test_renamed_presets_still_load_with_a_warning():
+    from tinytrans.model import RENAMED_PRESETS
+
+    for old, new in RENAMED_PRESETS.items():
+        with pytest.warns(DeprecationWarning, match=new):
+            config = ModelConfig.preset(old)
+        assert config == ModelConfig.preset(new)

@@ -110,9 +110,9 @@ def test_every_preset_count_equals_numel(name):
 
 
 EXPECTED_PRESET_COUNTS = {
-    "seed-tiny": 2_327_552,  # seed 004 sums to this, then calls it "2.45M"; seed 000 says 2.5M
+    "tiny-postnorm": 2_327_552,  # seed 004 sums to this, then calls it "2.45M"; seed 000 says 2.5M
     "nano-trickster": 5_180_672,  # seed 001 claims ~11M
-    "seed-40m": 35_763_840,  # seed 003 agrees
+    "llama-40m": 35_763_840,  # seed 003 agrees
     "gpt2-small": 124_439_808,  # seed 000 uses the GPT-2 paper's 117M
     "pythia-70m": 70_426_624,
     "mobilellm-125m": 124_635_456,
@@ -178,7 +178,7 @@ def test_counts_equal_hugging_face_transformers():
 
 def test_seed_004_breakdown_by_hand():
     """Seed 004, "Parameter Count Calculation", line by line."""
-    b = S.parameter_breakdown(ModelConfig.preset("seed-tiny"))
+    b = S.parameter_breakdown(ModelConfig.preset("tiny-postnorm"))
     assert b.token_embedding == 8_000 * 128 == 1_024_000
     assert b.position_embedding == 128 * 128 == 16_384
     assert b.layer_detail["q_proj"] + b.layer_detail["k_proj"] + b.layer_detail["v_proj"] == 49_152
@@ -196,7 +196,7 @@ def test_seed_004_breakdown_by_hand():
 
 
 def test_seed_000_component_table():
-    b = S.parameter_breakdown(ModelConfig.preset("seed-tiny"))
+    b = S.parameter_breakdown(ModelConfig.preset("tiny-postnorm"))
     assert b.attention == 4 * 128**2 == 65_536  # seed: "66K", right
     # Seed 000 claims "FFN per layer: 2 x d_model x dim_ff = 132K"; 2 x 128 x 256 is 65,536.
     assert b.ffn == 2 * 128 * 256 == 65_536
@@ -232,7 +232,7 @@ def test_seed_001_attention_and_tinyllama():
 
 
 def test_seed_003_forty_million_design():
-    b = S.parameter_breakdown(ModelConfig.preset("seed-40m"))
+    b = S.parameter_breakdown(ModelConfig.preset("llama-40m"))
     assert b.token_embedding == 50_257 * 320 == 16_082_240
     assert b.attention == 4 * 320 * 320 == 409_600
     assert b.ffn == 3 * 320 * 854 == 819_840
@@ -246,7 +246,7 @@ def test_seed_003_forty_million_design():
 
 
 def test_width_for_budget_finds_the_equal_parameter_shapes():
-    design = ModelConfig.preset("seed-40m")
+    design = ModelConfig.preset("llama-40m")
     budget = S.count_parameters(design)
     # Seed 003's own design is the 16-layer member of its family.
     same = S.width_for_budget(design, 16, budget)
@@ -292,7 +292,7 @@ def test_dtype_table_and_errors():
 
 
 def test_weight_bytes():
-    tiny = ModelConfig.preset("seed-tiny")
+    tiny = ModelConfig.preset("tiny-postnorm")
     # Seed 004: "2,327,552 params x 4 bytes/param = 9,310,208 bytes ≈ 9.3 MB" (right).
     assert S.weight_bytes(tiny) == 9_310_208
     assert S.format_bytes(9_310_208) == "9.31 MB"
@@ -321,9 +321,9 @@ def test_kv_cache_bytes_match_the_model_cache():
     )  # 2 GiB
     assert S.kv_cache_bytes(ModelConfig.preset("tinyllama-1.1b"), 1, 2048, "bf16") == 46_137_344
     # Seed 000: "KV-cache: ~100 MB" for 1000 tokens of the TinyTransformer; it is 2.05 MB.
-    assert S.kv_cache_bytes(ModelConfig.preset("seed-tiny"), 1, 1000) == 2_048_000
+    assert S.kv_cache_bytes(ModelConfig.preset("tiny-postnorm"), 1, 1000) == 2_048_000
     # Seed 000: "MQA: -50% KV cache"; with 4 heads MQA keeps a quarter.
-    tiny = ModelConfig.preset("seed-tiny")
+    tiny = ModelConfig.preset("tiny-postnorm")
     assert S.kv_cache_bytes(tiny.replace(n_kv_heads=1)) * 4 == S.kv_cache_bytes(tiny)
 
 
@@ -334,7 +334,7 @@ def test_attention_matrix_bytes_match_the_model():
     )
     assert S.attention_matrix_bytes(config, 3, 20) == weights.numel() * weights.element_size()
     # Seed 004: "Attention scores: 32 x 4 heads x 128 x 128 x 4 bytes = 1 MB"; it is 8 MiB.
-    assert S.attention_matrix_bytes(ModelConfig.preset("seed-tiny"), 32, 128) == 8 * 2**20
+    assert S.attention_matrix_bytes(ModelConfig.preset("tiny-postnorm"), 32, 128) == 8 * 2**20
 
 
 def _saved_activation_bytes(config: ModelConfig, batch: int, length: int, checkpointing=False):
@@ -415,7 +415,7 @@ def test_training_memory_recipes():
 
 
 def test_seed_004_training_memory():
-    tiny = ModelConfig.preset("seed-tiny")
+    tiny = ModelConfig.preset("tiny-postnorm")
     memory = S.training_memory(tiny, 32, 128)
     assert memory.gradients == 9_310_208  # seed: "9.3 MB" (right)
     assert memory.optimizer == 18_620_416  # seed: "~18.6 MB" (right)
@@ -432,7 +432,7 @@ def test_seed_004_training_memory():
 
 
 def test_forward_flops_by_hand():
-    tiny = ModelConfig.preset("seed-tiny")
+    tiny = ModelConfig.preset("tiny-postnorm")
     matmul_params = 263_168 + 128 * 8000  # blocks + head (the embedding lookup is free)
     assert S.forward_flops_per_token(tiny, attention=False) == 2 * matmul_params
     # Kaplan et al.: + 2 x n_layers x context x d_model.
@@ -477,7 +477,7 @@ def test_training_flops_and_time():
     gpt3 = S.training_flops(175e9, 300e9)
     assert gpt3 == pytest.approx(3.15e23)  # GPT-3's reported 3,640 petaflop/s-days = 3.14e23
     assert gpt3 / (1e15 * 86400) == pytest.approx(3646, rel=1e-3)
-    config = ModelConfig.preset("seed-40m")
+    config = ModelConfig.preset("llama-40m")
     assert S.training_flops(config, 1e9) == S.training_flops_per_token(config) * 1e9
     rate = S.tokens_per_second(config, 125, 0.3, 8)
     assert rate == pytest.approx(8 * 125e12 * 0.3 / S.training_flops_per_token(config))
@@ -729,7 +729,7 @@ def test_errata_seed_004_schedule_and_decay_match_pytorch():
     assert errata.adamw_decay_per_step(1e-3, 0.1) == pytest.approx(1e-4, rel=1e-9)
     tokens = 20 * 611_884 * 128
     check = next(c for c in errata.seed_checks() if c.quantity.startswith("20 epochs at"))
-    flops = S.training_flops(ModelConfig.preset("seed-tiny"), tokens)
+    flops = S.training_flops(ModelConfig.preset("tiny-postnorm"), tokens)
     assert f"{S.format_flops(flops)}." in check.note and "20.7 TFLOP/s" in check.note
     assert flops / 600 == pytest.approx(20.7e12, rel=0.01)
 

@@ -439,12 +439,12 @@ def test_cli_trains_then_resumes(tmp_path, capsys):
     corpus.write_text(TEXT)
     out = tmp_path / "run"
     common = ["train", "--corpus", str(corpus), "--out", str(out), "--no-progress", "--preset"]
-    common += ["seed-tiny"]
+    common += ["tiny-postnorm"]
     small = ["--context-length", "16", "--batch-size", "4", "--eval-interval", "2"]
     small += ["--eval-batches", "1", "--warmup-steps", "1", "--sample-tokens", "0"]
     assert main([*common, *small, "--max-steps", "3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["step"] == 3 and metrics["model_config"]["name"] == "seed-tiny"
+    assert metrics["step"] == 3 and metrics["model_config"]["name"] == "tiny-postnorm"
     assert "best val loss" in capsys.readouterr().out
     assert main([*common, "--resume", "--max-steps", "5"]) == 0
     assert json.loads((out / "metrics.json").read_text())["step"] == 5

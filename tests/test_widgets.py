@@ -275,7 +275,7 @@ def test_beam_tree_matches_brute_force_on_a_toy_model():
 # ============================================================================ sizing data
 
 SIZING_CONFIGS = [
-    ModelConfig.preset(name) for name in ("seed-tiny", "course", "course-gpt2", "pythia-70m")
+    ModelConfig.preset(name) for name in ("tiny-postnorm", "course", "course-gpt2", "pythia-70m")
 ] + [
     ModelConfig(vocab_size=300, context_length=64, d_model=48, n_layers=3, n_heads=6,
                 n_kv_heads=2, d_ff=100, positional="sinusoidal", norm="rmsnorm",
@@ -387,7 +387,7 @@ def test_sizing_explorable_embeds_presets_and_constants():
     explorable = W.parameter_explorer("gpt2-small", static=True, batch=2)
     payload = _check_self_contained(explorable)
     assert payload["default_preset"] == "gpt2-small" and payload["defaults"]["batch"] == 2
-    assert {"llama2-7b", "tinyllama-1.1b", "gpt2-small", "seed-tiny"} <= set(payload["presets"])
+    assert {"llama2-7b", "tinyllama-1.1b", "gpt2-small", "tiny-postnorm"} <= set(payload["presets"])
     custom = W.parameter_explorer(ModelConfig.preset("course", d_ff=640), static=True)
     assert _check_self_contained(custom)["default_preset"] == "custom"
     with pytest.raises(TypeError):
@@ -477,7 +477,7 @@ def test_live_sampling_explorer_matches_filter_stages_and_resamples(model, tok):
 
 
 def test_live_parameter_explorer_presets_validation_and_measure(monkeypatch):
-    explorer = W.parameter_explorer("seed-tiny", static=False)
+    explorer = W.parameter_explorer("tiny-postnorm", static=False)
     assert explorer.errors == [] and explorer.current["parameters"] == 2_327_552
     explorer.preset.value = "course"
     assert explorer.fields["d_model"].value == 192 and explorer.current["parameters"] == 1_789_632

@@ -164,13 +164,13 @@ def seed003_option(letter: str) -> ModelConfig:
     if letter == "B":
         return ModelConfig(
             vocab_size=50257, context_length=1024, d_model=256, n_layers=24, n_heads=8,
-            d_ff=682, **_LLAMA, tie_embeddings=True, name="seed-40m-option-b",
+            d_ff=682, **_LLAMA, tie_embeddings=True, name="llama-40m-option-b",
         )  # fmt: skip
     if letter == "C":
         return ModelConfig(
             vocab_size=50257, context_length=1024, d_model=384, n_layers=8, n_heads=6,
             d_ff=1536, positional="rope", norm="layernorm", activation="gelu", bias=False,
-            tie_embeddings=True, name="seed-40m-option-c",
+            tie_embeddings=True, name="llama-40m-option-c",
         )  # fmt: skip
     raise ValueError(f"seed 003 has options 'B' and 'C', got {letter!r}.")
 
@@ -309,7 +309,7 @@ def _in_seed_order(checks: list[SeedCheck]) -> list[SeedCheck]:
 
 def _seed000() -> list[SeedCheck]:
     tiny, gpt2, gpt3 = (
-        ModelConfig.preset("seed-tiny"),
+        ModelConfig.preset("tiny-postnorm"),
         ModelConfig.preset("gpt2-small"),
         gpt3_config(),
     )
@@ -535,7 +535,7 @@ def _seed001() -> list[SeedCheck]:
 
 
 def _seed003() -> list[SeedCheck]:
-    m40 = ModelConfig.preset("seed-40m")
+    m40 = ModelConfig.preset("llama-40m")
     b40 = S.parameter_breakdown(m40)
     n40 = b40.total
     opt_b, opt_c = (
@@ -842,7 +842,7 @@ def _seed003() -> list[SeedCheck]:
 
 
 def _seed004() -> list[SeedCheck]:
-    tiny = ModelConfig.preset("seed-tiny")
+    tiny = ModelConfig.preset("tiny-postnorm")
     bt = S.parameter_breakdown(tiny)
     n = bt.total
     mem = S.training_memory(tiny, 32, 128, "fp32")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "PLACEMENT_CHOICES",
     "POSITIONAL_CHOICES",
     "PRESETS",
+    "RENAMED_PRESETS",
     "AttentionCapture",
     "CausalSelfAttention",
     "FeedForward",
@@ -188,6 +190,13 @@ class ModelConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named architecture, optionally with some fields overridden (e.g. ``vocab_size``)."""
+        if name in RENAMED_PRESETS:
+            warnings.warn(
+                f"preset {name!r} is now called {RENAMED_PRESETS[name]!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            name = RENAMED_PRESETS[name]
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {preset_names()}.")
         return cls(**{**PRESETS[name], "name": name, **overrides})
@@ -212,7 +221,7 @@ _GPT2 = dict(positional="learned", norm="layernorm", norm_placement="pre", activ
 #: every parameter-bearing choice so that counts and memory figures are exact.
 PRESETS: dict[str, dict[str, Any]] = {
     # Seed 000's TinyTransformer: post-norm, GELU, learned positions, no Linear biases, untied.
-    "seed-tiny": dict(
+    "tiny-postnorm": dict(
         vocab_size=8000, context_length=128, d_model=128, n_layers=2, n_heads=4, d_ff=256,
         positional="learned", norm="layernorm", norm_placement="post", activation="gelu",
         bias=False, tie_embeddings=False, norm_eps=1e-5,
@@ -223,7 +232,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
     ),
     # Seed 003's paper-backed 40M design (five 64-dimensional heads).
-    "seed-40m": dict(
+    "llama-40m": dict(
         vocab_size=50257, context_length=1024, d_model=320, n_layers=16, n_heads=5, d_ff=854,
         **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
     ),
@@ -259,6 +268,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_LLAMA, tie_embeddings=False,
     ),
 }  # fmt: skip
+
+
+#: Presets' former names ("seed" read as an RNG seed): still accepted, with a warning.
+RENAMED_PRESETS: dict[str, str] = {"seed-tiny": "tiny-postnorm", "seed-40m": "llama-40m"}
 
 
 def preset_names() -> list[str]:
