@@ -422,3 +422,16 @@ def test_renamed_presets_still_load_with_a_warning():
         with pytest.warns(DeprecationWarning, match=new):
             config = ModelConfig.preset(old)
         assert config == ModelConfig.preset(new)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_previous_mode_even_on_error(training):
+    from tinytrans.model import eval_mode
+
+    model = TinyTransformer(ModelConfig.preset("course", n_layers=1)).train(training)
+    with eval_mode(model) as same:
+        assert same is model and not model.training
+    assert model.training is training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training is training

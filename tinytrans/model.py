@@ -16,6 +16,8 @@ import dataclasses
 import json
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +45,7 @@ __all__ = [
     "apply_rotary",
     "build_model",
     "causal_mask",
+    "eval_mode",
     "make_norm",
     "preset_names",
     "rotate_half",
@@ -762,6 +765,18 @@ class TinyTransformer(nn.Module):
                 f"position_ids must be < context_length {self.config.context_length}, "
                 f"got {int(position_ids.max())}."
             )
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block in eval mode (dropout off) and restore the model's previous mode after it,
+    even when the block raises. Evaluation, sampling and generation all use it (section 3.5)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def build_model(config: ModelConfig | str, **overrides: Any) -> TinyTransformer:
