@@ -22,6 +22,7 @@ API_MD = ROOT / "book" / "api.md"
 
 #: (module, section title after the module name), in the page's order.
 SECTIONS = (
+    ("tinytrans.config", "(chapter 1)"),
     ("tinytrans.model", "(chapter 1)"),
     ("tinytrans.tokenizers", "(chapter 2)"),
     ("tinytrans.data", "(chapter 2)"),
@@ -68,13 +69,30 @@ def module_all(module: str) -> list[str]:
     raise ValueError(f"{module} has no __all__; add one listing its public names")
 
 
+def reexported(module: str) -> set[str]:
+    """Names ``module`` imports from another module that has its own section (documented
+    there, once: ``tinytrans.model`` re-exports ``tinytrans.config``'s ``ModelConfig``)."""
+    tree = ast.parse(source_path(module).read_text(encoding="utf-8"))
+    sections = {name for name, _ in SECTIONS} - {module}
+    return {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module in sections
+        for alias in node.names
+    }
+
+
 def documented(module: str) -> list[str]:
-    """The names of ``module.__all__`` that the page documents: all but submodules."""
+    """The names of ``module.__all__`` that the page documents: all but submodules and names
+    another section documents."""
     package = ROOT.joinpath(*module.split("."))
+    skip = reexported(module)
     return [
         name
         for name in module_all(module)
-        if not (package / f"{name}.py").exists() and not (package / name / "__init__.py").exists()
+        if name not in skip
+        and not (package / f"{name}.py").exists()
+        and not (package / name / "__init__.py").exists()
     ]
 
 

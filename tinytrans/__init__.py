@@ -21,12 +21,12 @@ __version__ = "0.2.0"
 #: Top-level name -> the module that defines it (every name is that module's own object).
 _API: dict[str, str] = {
     # chapter 1
-    "ModelConfig": "tinytrans.model",
+    "ModelConfig": "tinytrans.config",
     "TinyTransformer": "tinytrans.model",
     "KVCache": "tinytrans.model",
-    "PRESETS": "tinytrans.model",
+    "PRESETS": "tinytrans.config",
     "build_model": "tinytrans.model",
-    "preset_names": "tinytrans.model",
+    "preset_names": "tinytrans.config",
     # chapter 2
     "Tokenizer": "tinytrans.tokenizers",
     "CharTokenizer": "tinytrans.tokenizers",
