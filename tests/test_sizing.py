@@ -30,6 +30,7 @@ from tinytrans.model import (
     TinyTransformer,
     preset_names,
 )
+from tinytrans.precision import Precision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -397,10 +398,28 @@ def test_training_memory_recipes():
     config = ModelConfig.preset("tinyllama-1.1b")
     n = S.count_parameters(config)
     fp32 = S.training_memory(config, 1, 16, "fp32")
-    mixed = S.training_memory(config, 1, 16, "bf16", master_weights=True)
-    pure = S.training_memory(config, 1, 16, "bf16")
-    assert fp32.states == mixed.states == 16 * n
+    mixed = S.training_memory(config, 1, 16, "bf16-mixed")
+    pure = S.training_memory(config, 1, 16, "bf16-true")
+    megatron = Precision("megatron", "bf16", "bf16", True, False, False, "bf16 + fp32 master")
+    layout = S.training_memory(config, 1, 16, megatron)
+    assert fp32.states == mixed.states == layout.states == 16 * n
     assert pure.states == 12 * n
+    # bf16-mixed is what the Trainer runs: fp32 weights and gradients, no separate master copy,
+    # activations in bf16 (the matmuls' dtype).
+    assert (mixed.weights, mixed.gradients, mixed.master_weights) == (4 * n, 4 * n, 0)
+    assert (layout.weights, layout.master_weights) == (2 * n, 4 * n)
+    assert mixed.activations == pure.activations == S.activation_bytes(config, 1, 16, "bf16")
+    assert fp32.activations == S.activation_bytes(config, 1, 16, "fp32")
+    # The older names mean the mixed recipes, as everywhere else.
+    assert (
+        S.training_memory(config, 1, 16, "bf16")
+        == S.training_memory(config, 1, 16, "mixed")
+        == mixed
+    )
+    with pytest.raises(ValueError, match="precision must be one of"):
+        S.training_memory(config, 1, 16, "fp8")
+    with pytest.raises(ValueError, match="resolve it first"):
+        S.training_memory(config, 1, 16, "auto")
     # Seed 001: weights + gradients + AdamW "~13GB", AdamW state "8.8GB" (both right).
     assert pure.states == 13_200_580_608
     assert pure.optimizer == 8_800_387_072
@@ -467,6 +486,40 @@ def test_flops_match_torch_flop_counter(overrides):
     assert counts["aten.bmm"] == 4 * config.n_layers * T * T * config.d_model
     kaplan = (S.forward_flops_per_token(config, T) - no_attention) * T
     assert 2 * kaplan == counts["aten.bmm"]
+    # attention="full" is PaLM's basis: the whole square the explicit path computes.
+    full = S.forward_flops_per_token(config, T, attention="full")
+    assert (full - no_attention) * T == counts["aten.bmm"]
+
+
+def test_attention_count_is_one_explicit_option():
+    config = ModelConfig.preset("course")
+    n_matmul = S.forward_flops_per_token(config, attention="none") // 2
+    L, T, d = config.n_layers, config.context_length, config.d_model
+    assert S.forward_flops_per_token(config) == S.forward_flops_per_token(
+        config, attention="causal"
+    )
+    assert S.forward_flops_per_token(config, attention=True) == 2 * n_matmul + 2 * L * T * d
+    assert S.forward_flops_per_token(config, attention=False) == 2 * n_matmul
+    # PaLM (Chowdhery et al., appendix B): 6N + 12 L T d per training token.
+    assert S.training_flops_per_token(config, attention="full") == 6 * n_matmul + 12 * L * T * d
+    assert S.training_flops(config, 10, attention="full") == 10 * (6 * n_matmul + 12 * L * T * d)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        S.forward_flops_per_token(config, attention="half")
+
+
+def test_optimizer_state_is_part_of_training_memory():
+    config = ModelConfig.preset("course")
+    n = S.count_parameters(config)
+    assert S.OPTIMIZER_STATE_BYTES == {"adamw": 8, "sgd-momentum": 4, "sgd": 0}
+    for name, per_parameter in S.OPTIMIZER_STATE_BYTES.items():
+        memory = S.training_memory(config, 2, 64, "bf16-true", optimizer=name)
+        assert memory.optimizer == S.optimizer_state_bytes(config, name) == per_parameter * n
+        assert memory.states == (2 + 2 + per_parameter) * n
+    assert S.training_memory(config).optimizer == 8 * n  # AdamW unless told otherwise
+    summary = S.summary(config, 2, precision="fp32", optimizer="sgd")
+    assert summary.training.optimizer == 0 and summary.optimizer == "sgd"
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        S.training_memory(config, optimizer="lion")
 
 
 def test_training_flops_and_time():
@@ -581,7 +634,10 @@ def test_summary_is_consistent_and_serialisable():
     assert data["parameters"] == S.count_parameters(config) == result.parameters
     assert data["kv_cache_bytes"] == S.kv_cache_bytes(config, 8, 256, "bf16")
     assert data["weights_bytes"]["int4"] == S.weight_bytes(config, "int4")
-    assert result.training == S.training_memory(config, 8, 256, "bf16", master_weights=True)
+    assert result.training == S.training_memory(config, 8, 256, "bf16-mixed")
+    assert data["precision"] == result.precision == "bf16-mixed" and data["optimizer"] == "adamw"
+    fp16 = S.summary(config, 8, "fp16")
+    assert fp16.precision == "fp16-mixed" and fp16.training == result.training
     assert result.training_checkpointed.activations < result.training.activations
     assert data["training_flops"] == S.training_flops(config, 20e6)
     assert data["training_seconds"] == pytest.approx(data["training_flops"] / (0.2e12 * 0.3))

@@ -25,6 +25,7 @@ from tinytrans import sizing
 from tinytrans import widgets as W
 from tinytrans.generate import SamplingConfig, filter_stages, step_distributions
 from tinytrans.model import ModelConfig, TinyTransformer
+from tinytrans.precision import PRECISIONS
 from tinytrans.tokenizers import CharTokenizer
 from tinytrans.widgets import data as D
 from tinytrans.widgets import live, render, static
@@ -296,21 +297,49 @@ def test_calculator_equals_the_built_model(config):
 
 def test_sizing_figures_follow_tinytrans_sizing():
     config = ModelConfig.preset("course")
-    f = D.sizing_figures(config, 4, "mixed", "adamw", tokens=1e9, device="A100 (bf16 tensor)")
-    s = sizing.summary(config, 4, "bf16", precision="mixed", tokens=1e9,
+    f = D.sizing_figures(config, 4, "bf16-mixed", "adamw", tokens=1e9, device="A100 (bf16 tensor)")
+    s = sizing.summary(config, 4, "bf16", precision="bf16-mixed", tokens=1e9,
                        peak_tflops=sizing.PEAK_TFLOPS["A100 (bf16 tensor)"])  # fmt: skip
-    assert f["memory"]["total"] == s.training.total and f["kv_cache"] == s.kv_cache
+    assert f["memory"] == s.training.as_dict() and f["kv_cache"] == s.kv_cache
     assert f["training_flops"] == s.training_flops and f["six_nd"] == 6 * s.parameters * 1e9
-    sgd = D.sizing_figures(config, 4, "mixed", "sgd", tokens=1e9)
+    # The widget's optimizer choice is sizing.training_memory's, not a patch on top of it.
+    sgd = D.sizing_figures(config, 4, "bf16-mixed", "sgd", tokens=1e9)
+    assert (
+        sgd["memory"]
+        == sizing.training_memory(config, 4, 256, "bf16-mixed", optimizer="sgd").as_dict()
+    )
     assert sgd["memory"]["optimizer"] == 0
     assert sgd["memory"]["total"] == f["memory"]["total"] - f["memory"]["optimizer"]
     momentum = D.sizing_figures(config, optimizer="sgd-momentum")
     assert momentum["memory"]["optimizer"] == 4 * f["parameters"]
-    ckpt = D.sizing_figures(config, 4, "mixed", checkpointing=True, tokens=1e9)
+    ckpt = D.sizing_figures(config, 4, "bf16-mixed", checkpointing=True, tokens=1e9)
     assert ckpt["memory"]["activations"] < f["memory"]["activations"]
     assert D.sizing_figures(config)["tokens"] == 20 * f["parameters"]
     with pytest.raises(ValueError, match="precision"):
         D.sizing_figures(config, precision="fp8")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        D.sizing_figures(config, optimizer="adam-9bit")
+
+
+def test_sizing_figures_speak_the_trainers_precision_names():
+    """bf16-mixed is what the Trainer runs (fp32 weights and gradients, bf16 activations);
+    bf16-true stores everything in bf16; the older names mean the mixed recipes."""
+    config = ModelConfig.preset("course")
+    n = sizing.count_parameters(config)
+    fp32, mixed = D.sizing_figures(config, 2, "fp32"), D.sizing_figures(config, 2, "bf16-mixed")
+    true = D.sizing_figures(config, 2, "bf16-true")
+    assert mixed["memory"]["weights"] == mixed["memory"]["gradients"] == 4 * n
+    assert mixed["memory"]["master_weights"] == 0
+    assert fp32["memory"]["states"] == mixed["memory"]["states"] == 16 * n
+    assert true["memory"]["states"] == 12 * n
+    assert mixed["memory"]["activations"] == true["memory"]["activations"]
+    assert mixed["memory"]["activations"] < fp32["memory"]["activations"]
+    assert mixed["dtype"] == true["dtype"] == "bf16" and fp32["dtype"] == "fp32"
+    for legacy in ("bf16", "mixed"):
+        assert D.sizing_figures(config, 2, legacy) == mixed
+    assert D.sizing_figures(config, 2, "fp16-mixed")["memory"] == mixed["memory"]
+    assert set(render.PRECISION_LABELS) == set(PRECISIONS)
+    assert set(render.OPTIMIZER_LABELS) == set(sizing.OPTIMIZER_STATE_BYTES)
 
 
 # ============================================================================ static explorables
@@ -485,7 +514,7 @@ def test_live_parameter_explorer_presets_validation_and_measure(monkeypatch):
     assert isinstance(explorer.last_error, ValueError) and "tt-error" in explorer.error.value
     explorer.fields["n_heads"].value = 6
     assert explorer.last_error is None and explorer.preset.value == "custom"
-    explorer.batch.value, explorer.precision.value = 2, "mixed"
+    explorer.batch.value, explorer.precision.value = 2, "bf16-mixed"
     explorer.measure.click()
     assert (
         explorer.measured == explorer.current["parameters"] and "tt-measured" in explorer.view.value
@@ -585,8 +614,9 @@ def test_js_sizing_formulas_equal_python():
     payload = static.sizing_data(ModelConfig.preset("course"))
     options = [dict(batch=b, precision=p, optimizer=o, checkpointing=c, tokens=t,
                     device="H100 SXM (bf16 tensor)", mfu=0.35)
-               for b, p, o, c, t in [(1, "fp32", "adamw", False, 0), (8, "mixed", "sgd", True, 3e9),
-                                     (3, "bf16", "sgd-momentum", False, 1e6)]]  # fmt: skip
+               for b, p, o, c, t in [(1, "fp32", "adamw", False, 0), (8, "bf16-mixed", "sgd", True, 3e9),
+                                     (3, "bf16-true", "sgd-momentum", False, 1e6),
+                                     (2, "fp16-mixed", "adamw", True, 0)]]  # fmt: skip
     configs = [
         *SIZING_CONFIGS,
         ModelConfig.preset("llama2-7b"),

@@ -425,7 +425,7 @@ def _seed001() -> list[SeedCheck]:
     wide = S.parameter_breakdown(nano.replace(d_ff=1024, activation="gelu"))
     bpe = S.parameter_breakdown(nano.replace(vocab_size=32000))
     b8 = S.parameter_breakdown(llama31_8b_config())
-    mem = S.training_memory(tl, 8, 512, "bf16")
+    mem = S.training_memory(tl, 8, 512, "bf16-true")
     flops_ratio = S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
     llama3 = llama31_8b_config()
     gqa_saving = 1 - S.kv_cache_bytes(llama3) / S.kv_cache_bytes(llama3.replace(n_kv_heads=None))

@@ -14,7 +14,11 @@ Conventions (stated once, used everywhere):
   multiplies an activation plus the attention term ``2 * n_layers * context * d_model``: the
   counting of Kaplan et al. (2020, Table 1), which charges each token for attending to its
   (on average, causally) visible keys. Training costs 3x the forward (backward = 2x forward),
-  hence the familiar ``C = 6ND``.
+  hence the familiar ``C = 6ND``. ``attention="full"`` charges the whole ``T x T`` square
+  instead (``4·n_layers·context·d_model`` forward, PaLM's ``12·L·T·d`` for training), for
+  comparing with MFUs published on that basis (section 5.5).
+* Training memory follows a precision recipe of :mod:`tinytrans.precision` (``fp32``,
+  ``bf16-mixed``, ``fp16-mixed``, ``bf16-true``), the names the Trainer runs (section 5.4).
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from typing import Any, Literal
 import torch
 
 from tinytrans.model import ModelConfig, TinyTransformer
+from tinytrans.precision import Precision, get_precision
 
 __all__ = [
+    "ATTENTION_COUNTS",
     "CHINCHILLA",
     "CHINCHILLA_REFIT",
     "CHINCHILLA_TOKENS_PER_PARAM",
     "DTYPE_BYTES",
+    "OPTIMIZER_STATE_BYTES",
     "PEAK_TFLOPS",
     "ChinchillaFit",
     "ComputeOptimal",
@@ -58,6 +65,7 @@ __all__ = [
     "layer_detail",
     "loss_optimal",
     "measured_activation_bytes",
+    "optimizer_state_bytes",
     "parameter_breakdown",
     "perplexity",
     "summary",
@@ -520,9 +528,27 @@ def measured_activation_bytes(
     return sum(seen.values()) + logits.numel() * logits.element_size()
 
 
+#: Bytes of optimizer state per parameter: AdamW keeps two float32 moments, SGD with momentum
+#: one float32 buffer, plain SGD nothing (section 5.4).
+OPTIMIZER_STATE_BYTES: dict[str, int] = {"adamw": 8, "sgd-momentum": 4, "sgd": 0}
+
+
+def optimizer_state_bytes(model: ModelConfig | int, optimizer: str = "adamw") -> int:
+    """Bytes the optimizer keeps for ``model``'s parameters (section 5.4, "Training memory").
+
+    ``optimizer`` is a key of :data:`OPTIMIZER_STATE_BYTES`; anything else is a ``ValueError``
+    naming the choices.
+    """
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise ValueError(
+            f"optimizer must be one of {sorted(OPTIMIZER_STATE_BYTES)}, got {optimizer!r}."
+        )
+    return _as_count(model) * OPTIMIZER_STATE_BYTES[optimizer]
+
+
 @dataclass(frozen=True)
 class TrainingMemory:
-    """Bytes of one AdamW training step, by kind."""
+    """Bytes of one training step, by kind (section 5.4, "Training memory")."""
 
     weights: int
     gradients: int
@@ -543,36 +569,45 @@ class TrainingMemory:
         return {**asdict(self), "states": self.states, "total": self.total}
 
 
+def _recipe(precision: str | Precision) -> Precision:
+    """A :class:`~tinytrans.precision.Precision` from its name (or one given as is)."""
+    return precision if isinstance(precision, Precision) else get_precision(precision)
+
+
 def training_memory(
     config: ModelConfig,
     batch_size: int = 1,
     context_length: int | None = None,
-    weight_dtype: DType = "fp32",
+    precision: str | Precision = "fp32",
     *,
-    master_weights: bool = False,
-    activation_dtype: DType | None = None,
+    optimizer: str = "adamw",
     checkpointing: bool = False,
     fused_attention: bool = True,
 ) -> TrainingMemory:
-    """Memory of training ``config`` with AdamW.
+    """Memory of one training step of ``config`` under a precision recipe (section 5.4).
 
-    Weights and gradients are stored in ``weight_dtype``; AdamW keeps two float32 moments
-    (8 bytes per parameter); ``master_weights=True`` adds the float32 copy that mixed-precision
-    training updates (4 more bytes). Typical recipes per parameter: fp32 = 4 + 4 + 8 = 16 B;
-    bf16 with fp32 master weights = 2 + 2 + 8 + 4 = 16 B; pure bf16 = 2 + 2 + 8 = 12 B.
-    Activations (see :func:`activation_bytes`) default to ``weight_dtype``.
+    ``precision`` is a name of :data:`tinytrans.precision.PRECISIONS` (the Trainer's names;
+    the older ``"bf16"``, ``"fp16"`` and ``"mixed"`` mean the mixed recipes) or a
+    :class:`~tinytrans.precision.Precision`. It fixes the dtype of the weights and their
+    gradients, whether an fp32 master copy is kept, and the dtype of the activations (the
+    matmuls' dtype). The optimizer state comes from :data:`OPTIMIZER_STATE_BYTES`. Per
+    parameter with AdamW: ``fp32`` and ``bf16-mixed`` = 4 + 4 + 8 = 16 B (autocast keeps fp32
+    weights and gradients), ``bf16-true`` = 2 + 2 + 8 = 12 B; a Megatron-style recipe (bf16
+    weights, fp32 master copy) is ``Precision(..., weights="bf16", master_weights=True)``:
+    2 + 2 + 8 + 4 = 16 B. Activations: see :func:`activation_bytes`.
     """
+    recipe = _recipe(precision)
     n = count_parameters(config)
     return TrainingMemory(
-        weights=weight_bytes(n, weight_dtype),
-        gradients=weight_bytes(n, weight_dtype),
-        optimizer=weight_bytes(n, "fp32") * 2,
-        master_weights=weight_bytes(n, "fp32") if master_weights else 0,
+        weights=weight_bytes(n, recipe.weights),
+        gradients=weight_bytes(n, recipe.weights),
+        optimizer=optimizer_state_bytes(n, optimizer),
+        master_weights=weight_bytes(n, "fp32") if recipe.master_weights else 0,
         activations=activation_bytes(
             config,
             batch_size,
             context_length,
-            activation_dtype or weight_dtype,
+            recipe.compute,
             checkpointing=checkpointing,
             fused_attention=fused_attention,
         ),
@@ -584,36 +619,56 @@ def training_memory(
 # --------------------------------------------------------------------------------------------
 
 
+#: How the attention scores and the weighted values are charged: ``"causal"`` (the visible
+#: half of the ``T x T`` square, Kaplan et al.; the default), ``"full"`` (the whole square,
+#: PaLM's ``12·L·T·d`` per training token) or ``"none"`` (plain ``2N``).
+ATTENTION_COUNTS = ("causal", "full", "none")
+
+AttentionCount = Literal["causal", "full", "none"] | bool
+
+
+def _attention_factor(attention: AttentionCount) -> int:
+    """Multiples of ``n_layers·context·d_model`` that attention adds per forward token."""
+    if attention is True or attention == "causal":
+        return 2
+    if attention is False or attention == "none":
+        return 0
+    if attention == "full":
+        return 4
+    raise ValueError(f"attention must be one of {list(ATTENTION_COUNTS)}, got {attention!r}.")
+
+
 def forward_flops_per_token(
     config: ModelConfig,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
 ) -> int:
-    """FLOPs of one token's forward pass: ``2N_matmul + 2·n_layers·context·d_model``.
+    """FLOPs of one token's forward pass: ``2N_matmul + 2·n_layers·context·d_model`` (section 5.5).
 
     ``N_matmul`` is every block parameter plus the ``d_model x vocab`` output head (which is
     a matmul even when tied); the embedding lookup costs nothing. The attention term is
     Kaplan et al.'s (2020): QK^T and AV each cost ``2·d_model`` FLOPs per visible key, and a
-    causal token sees ``context / 2`` keys on average. Set ``attention=False`` for plain 2N.
+    causal token sees ``context / 2`` keys on average. ``attention="full"`` charges every key
+    (``4·n_layers·context·d_model``, PaLM's basis for MFU); ``"none"`` (or ``False``) gives
+    plain 2N; ``True`` means ``"causal"``.
     """
+    factor = _attention_factor(attention)
     breakdown = parameter_breakdown(config)
     matmul_params = breakdown.blocks + breakdown.final_norm + config.vocab_size * config.d_model
-    flops = 2 * matmul_params
-    if attention:
-        context = config.context_length if context_length is None else context_length
-        flops += 2 * config.n_layers * context * config.d_model
-    return flops
+    context = config.context_length if context_length is None else context_length
+    return 2 * matmul_params + factor * config.n_layers * context * config.d_model
 
 
 def training_flops_per_token(
     config: ModelConfig,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
     recompute: bool = False,
 ) -> int:
-    """Forward + backward FLOPs per token: 3x the forward (4x with activation recomputation)."""
+    """Forward + backward FLOPs per token: 3x the forward, 4x with activation recomputation
+    (section 5.5). This is the basis of every MFU the course reports (benchmarks included)."""
     passes = 4 if recompute else 3
     return passes * forward_flops_per_token(config, context_length, attention=attention)
 
@@ -623,12 +678,12 @@ def training_flops(
     tokens: float,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
 ) -> float:
-    """Total training compute for ``tokens`` tokens.
+    """Total training compute for ``tokens`` tokens (section 5.5).
 
     Given a parameter count: ``6ND``. Given a config: per-token training FLOPs (which include
-    the attention term unless ``attention=False``) times ``tokens``.
+    the attention term unless ``attention="none"``) times ``tokens``.
     """
     if isinstance(model, ModelConfig):
         return training_flops_per_token(model, context_length, attention=attention) * tokens
@@ -836,8 +891,6 @@ def format_duration(seconds: float) -> str:
 # Everything at once
 # --------------------------------------------------------------------------------------------
 
-Precision = Literal["fp32", "mixed", "bf16"]
-
 
 @dataclass(frozen=True)
 class SizingSummary:
@@ -847,6 +900,8 @@ class SizingSummary:
     batch_size: int
     context_length: int
     dtype: str
+    precision: str
+    optimizer: str
     breakdown: ParameterBreakdown
     weights: dict[str, int]
     kv_cache: int
@@ -872,6 +927,8 @@ class SizingSummary:
             "batch_size": self.batch_size,
             "context_length": self.context_length,
             "dtype": self.dtype,
+            "precision": self.precision,
+            "optimizer": self.optimizer,
             "parameters": self.parameters,
             "non_embedding_parameters": self.breakdown.non_embedding,
             "breakdown": self.breakdown.as_rows(),
@@ -913,35 +970,42 @@ class SizingSummary:
         return rows
 
 
+def _default_precision(dtype: str) -> str:
+    """The training recipe that goes with an inference dtype: fp32, or the mixed recipe."""
+    return {"fp32": "fp32", "fp16": "fp16-mixed"}.get(dtype, "bf16-mixed")
+
+
 def summary(
     config: ModelConfig,
     batch_size: int = 1,
     dtype: DType = "fp32",
     context_length: int | None = None,
     *,
-    precision: Precision | None = None,
+    precision: str | None = None,
+    optimizer: str = "adamw",
     tokens: float | None = None,
     peak_tflops: float | None = None,
     mfu: float = 0.4,
     n_devices: int = 1,
 ) -> SizingSummary:
-    """All sizing figures for ``config`` at ``batch_size`` x ``context_length`` in ``dtype``.
+    """All sizing figures for ``config`` at ``batch_size`` x ``context_length`` (section 5.8).
 
-    ``precision`` chooses the training recipe: ``"fp32"``, ``"mixed"`` (bf16 weights and
-    activations with fp32 master weights) or ``"bf16"`` (pure bf16, fp32 Adam moments); by
-    default it follows ``dtype``. Given ``tokens`` it adds the training compute and the
-    Chinchilla-fit loss; given also ``peak_tflops`` it adds a training-time estimate.
+    ``dtype`` is the inference dtype (weights and KV cache). ``precision`` is the training
+    recipe, a name of :mod:`tinytrans.precision` (``"fp32"``, ``"bf16-mixed"``,
+    ``"fp16-mixed"``, ``"bf16-true"``); by default ``fp32`` for an fp32 ``dtype``, else the
+    mixed recipe of that dtype. ``optimizer`` is a key of :data:`OPTIMIZER_STATE_BYTES`.
+    Given ``tokens`` it adds the training compute and the Chinchilla-fit loss; given also
+    ``peak_tflops`` it adds a training-time estimate.
     """
     dtype_name = canonical_dtype(dtype)
     context = config.context_length if context_length is None else context_length
-    recipe = precision or ("fp32" if dtype_name == "fp32" else "mixed")
-    weight_dtype = "fp32" if recipe == "fp32" else "bf16"
-    memory_args = dict(
+    recipe = get_precision(precision or _default_precision(dtype_name))
+    memory_args: dict[str, Any] = dict(
         config=config,
         batch_size=batch_size,
         context_length=context,
-        weight_dtype=weight_dtype,
-        master_weights=recipe == "mixed",
+        precision=recipe,
+        optimizer=optimizer,
     )
     breakdown = parameter_breakdown(config)
     weights = weight_bytes_table(config)
@@ -955,6 +1019,8 @@ def summary(
         batch_size=batch_size,
         context_length=context,
         dtype=dtype_name,
+        precision=recipe.name,
+        optimizer=optimizer,
         breakdown=breakdown,
         weights=weights,
         kv_cache=kv_cache_bytes(config, batch_size, context, dtype_name),

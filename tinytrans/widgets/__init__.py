@@ -14,8 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tinytrans.config import ModelConfig
 from tinytrans.widgets import data, render
-from tinytrans.widgets.static import STATIC_ENV, StaticExplorable, use_static
+from tinytrans.widgets.static import (
+    STATIC_ENV,
+    StaticExplorable,
+    attention_static,
+    sampling_static,
+    sizing_static,
+    use_static,
+)
 
 __all__ = [
     "STATIC_ENV",
@@ -71,10 +79,8 @@ def attention_explorer(
     models = _models(model, label, compare_with)
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):
-        from tinytrans.widgets.static import attention_static
-
         return attention_static(data.attention_records(models, tokenizer, chosen, max_tokens))
-    from tinytrans.widgets.live import AttentionExplorer
+    from tinytrans.widgets.live import AttentionExplorer  # ipywidgets: only when live
 
     return AttentionExplorer(models, tokenizer, chosen, max_tokens)
 
@@ -96,8 +102,6 @@ def sampling_explorer(
     ``seed``, ``beams``)."""
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):
-        from tinytrans.widgets.static import sampling_static
-
         return sampling_static(model, tokenizer, chosen, n_steps=n_steps, defaults=defaults)
     from tinytrans.widgets.live import SamplingExplorer
 
@@ -105,8 +109,6 @@ def sampling_explorer(
 
 
 def _config(config_or_preset: Any) -> Any:
-    from tinytrans.model import ModelConfig
-
     if config_or_preset is None:
         return ModelConfig.preset("course")
     if isinstance(config_or_preset, str):
@@ -126,8 +128,6 @@ def parameter_explorer(
     course model). Live, "measure" builds the model on the meta device to check the count."""
     config = _config(config_or_preset)
     if use_static(static):
-        from tinytrans.widgets.static import sizing_static
-
         return sizing_static(config, **defaults)
     from tinytrans.widgets.live import ParameterExplorer
 

@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinytrans import sizing
+from tinytrans.generate import SamplingConfig, beam_search, filter_stages, step_distributions
+from tinytrans.model import ModelConfig, TinyTransformer, eval_mode
+from tinytrans.precision import get_precision
+
 __all__ = [
     "DEFAULT_PROMPTS",
-    "OPTIMIZER_STATE",
-    "PRECISIONS",
     "AttentionRecord",
     "GreedyPath",
     "SamplingView",
@@ -155,12 +158,8 @@ def encode_prompt(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
 
 def _run_attention(model: torch.nn.Module, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(layers, batch, heads, T, T) weights and scores from ``model.attention_maps`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         capture = model.attention_maps(ids.to(model.device))
-    finally:
-        model.train(was_training)
     weights = torch.stack([w.float().cpu() for w in capture.weights]).numpy()
     scores = torch.stack([s.float().cpu() for s in capture.scores]).numpy()
     return weights, scores
@@ -339,8 +338,6 @@ def greedy_path(
     model: torch.nn.Module, tokenizer: Any, prompt: str, n_steps: int = 8
 ) -> GreedyPath:
     """Run ``n_steps`` greedy steps from ``prompt`` and keep each step's logits."""
-    from tinytrans.generate import SamplingConfig, step_distributions
-
     context = list(tokenizer.encode(prompt))
     if not context:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
@@ -366,8 +363,6 @@ def sampling_config(
 
     Greedy decoding is temperature 0 (argmax); beam search ranks continuations by the model's
     own log-probabilities, so it shows the T = 1 distribution without filters."""
-    from tinytrans.generate import SamplingConfig
-
     if method == "greedy":
         return SamplingConfig(temperature=0.0)
     if method == "beam":
@@ -425,8 +420,6 @@ def sampling_view(
     seed: int = 0,
 ) -> SamplingView:
     """Per-stage distributions of one step via :func:`tinytrans.generate.filter_stages`."""
-    from tinytrans.generate import filter_stages
-
     stages = filter_stages(torch.as_tensor(np.asarray(logits, dtype=np.float32)), config).stages
     names = list(stages)
     probs = {k: v.probs.double().numpy() for k, v in stages.items()}
@@ -460,8 +453,6 @@ def beam_tree(
     """:func:`tinytrans.generate.beam_search` from ``context`` as JSON-ready nested data:
     per step the scored candidates (parent index, token label, cumulative log-probability,
     status kept/pruned/finished) and the final ranked beams."""
-    from tinytrans.generate import beam_search
-
     beams, tree = beam_search(
         model, list(context), num_beams=num_beams, max_new_tokens=depth,
         eos_id=eos_id, return_tree=True,
@@ -493,13 +484,9 @@ def beam_tree(
 
 # ----------------------------------------------------------------------------- sizing
 
-#: Optimizer state relative to AdamW's two float32 moments (sizing.training_memory).
-OPTIMIZER_STATE = {"adamw": 1.0, "sgd-momentum": 0.5, "sgd": 0.0}
-PRECISIONS = ("fp32", "mixed", "bf16")
-
 
 def sizing_figures(
-    config: Any,
+    config: ModelConfig,
     batch_size: int = 8,
     precision: str = "fp32",
     optimizer: str = "adamw",
@@ -508,33 +495,26 @@ def sizing_figures(
     device: str | None = None,
     mfu: float = 0.4,
 ) -> dict[str, Any]:
-    """Parameters, memory and compute of ``config`` from :func:`tinytrans.sizing.summary`.
+    """Parameters, memory and compute of ``config`` from :func:`tinytrans.sizing.summary`
+    (section 5.8, the parameter explorer).
 
-    ``precision``: "fp32", "mixed" (bf16 + fp32 master weights) or "bf16". ``optimizer``
-    scales AdamW's 8 bytes/parameter of state (SGD with momentum keeps one fp32 buffer, plain
-    SGD none). ``tokens`` defaults to Chinchilla's 20 per parameter; ``device`` names a row of
-    :data:`tinytrans.sizing.PEAK_TFLOPS` for the time estimate.
+    ``precision`` is a training recipe of :mod:`tinytrans.precision` (``"fp32"``,
+    ``"bf16-mixed"``, ``"fp16-mixed"``, ``"bf16-true"``); inference weights and the KV cache
+    are sized in its matmul dtype. ``optimizer`` is a key of
+    :data:`tinytrans.sizing.OPTIMIZER_STATE_BYTES`. ``tokens`` defaults to Chinchilla's 20 per
+    parameter; ``device`` names a row of :data:`tinytrans.sizing.PEAK_TFLOPS` for the time
+    estimate.
     """
-    from tinytrans import sizing
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if optimizer not in OPTIMIZER_STATE:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_STATE)}, got {optimizer!r}.")
+    recipe = get_precision(precision)
     device = device or next(iter(sizing.PEAK_TFLOPS))
-    dtype = "fp32" if precision == "fp32" else "bf16"
+    dtype = recipe.compute
     n = sizing.count_parameters(config)
     tokens = sizing.chinchilla_tokens(n) if tokens is None else float(tokens)
     s = sizing.summary(
-        config, batch_size, dtype, precision=precision, tokens=tokens,
+        config, batch_size, dtype, precision=recipe.name, optimizer=optimizer, tokens=tokens,
         peak_tflops=sizing.PEAK_TFLOPS[device], mfu=mfu,
     )  # fmt: skip
     memory = (s.training_checkpointed if checkpointing else s.training).as_dict()
-    memory["optimizer"] = math.ceil(memory["optimizer"] * OPTIMIZER_STATE[optimizer])
-    memory["states"] = sum(
-        memory[k] for k in ("weights", "gradients", "optimizer", "master_weights")
-    )
-    memory["total"] = memory["states"] + memory["activations"]
     return {
         "parameters": s.parameters,
         "non_embedding": s.breakdown.non_embedding,
@@ -551,13 +531,13 @@ def sizing_figures(
         "chinchilla_tokens": s.chinchilla_tokens,
         "predicted_loss": s.predicted_loss,
         "dtype": dtype,
+        "precision": recipe.name,
     }
 
 
-def measure_parameters(config: Any) -> int:
-    """Build the real model on the ``meta`` device (no memory used) and count its parameters."""
-    from tinytrans.model import TinyTransformer
-
+def measure_parameters(config: ModelConfig) -> int:
+    """Build the real model on the ``meta`` device (no memory used) and count its parameters
+    with :meth:`~tinytrans.model.TinyTransformer.num_parameters` (section 5.1)."""
     with torch.device("meta"):
         model = TinyTransformer(config)
-    return sum(p.numel() for p in model.parameters())
+    return model.num_parameters()

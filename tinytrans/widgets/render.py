@@ -16,9 +16,13 @@ import io
 import itertools
 import math
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import numpy as np
+
+from tinytrans.sizing import format_bytes, format_count, format_duration, format_flops
 
 __all__ = [
     "BLUES",
@@ -27,6 +31,8 @@ __all__ = [
     "MASKED",
     "MEMORY_ROWS",
     "MONO",
+    "OPTIMIZER_LABELS",
+    "PRECISION_LABELS",
     "PUOR",
     "STAGE_COLOURS",
     "STAGE_NAMES",
@@ -45,8 +51,6 @@ __all__ = [
     "head_stats_table",
     "heatmap_svg",
     "histogram_svg",
-    "human",
-    "human_bytes",
     "ink_for",
     "loss_figure",
     "mask_points",
@@ -55,6 +59,7 @@ __all__ = [
     "palette_colour",
     "parameter_table_html",
     "prompt_excerpt",
+    "read_asset",
     "sampling_bars_html",
     "sampling_figure",
     "sampling_metrics",
@@ -122,29 +127,17 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (k, M, G, T, P): counts, bytes and FLOPs at a glance."""
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g} {prefix}{unit}"
-    return f"{n:.4g} {unit}".rstrip()
-
-
-def human_bytes(n: float) -> str:
-    """Bytes in binary units (KiB, MiB, GiB, TiB)."""
-    for factor, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
 # ----------------------------------------------------------------------------- shared CSS
+
+
+@cache
+def read_asset(name: str) -> str:
+    """Text of ``tinytrans/widgets/assets/<name>`` (package data, inlined into the HTML)."""
+    return resources.files("tinytrans.widgets").joinpath("assets").joinpath(name).read_text("utf-8")
 
 
 def stylesheet() -> str:
     """The CSS shared by live and static views (``assets/explorers.css``)."""
-    from tinytrans.widgets.static import read_asset
-
     return read_asset("explorers.css")
 
 
@@ -763,6 +756,16 @@ def sampling_figure(view: Any, labels: Sequence[str], title: str = "") -> Any:
 
 # ----------------------------------------------------------------------------- sizing
 
+#: How the explorers name the training recipes of :mod:`tinytrans.precision` (section 5.4).
+PRECISION_LABELS = {
+    "fp32": "fp32",
+    "bf16-mixed": "bf16 mixed (autocast)",
+    "fp16-mixed": "fp16 mixed (autocast)",
+    "bf16-true": "pure bf16",
+}
+#: How the explorers name the optimizers of :data:`tinytrans.sizing.OPTIMIZER_STATE_BYTES`.
+OPTIMIZER_LABELS = {"adamw": "AdamW", "sgd-momentum": "SGD + momentum", "sgd": "plain SGD"}
+
 MEMORY_ROWS = (
     ("weights", "weights"),
     ("gradients", "gradients"),
@@ -807,8 +810,6 @@ def _row(label: str, testid: str, value: float, shown: str, extra: str = "") -> 
 
 def parameter_table_html(figures: dict[str, Any]) -> str:
     """Parameters per component (count, share) and the total."""
-    from tinytrans.sizing import format_count
-
     rows = []
     for r in figures["breakdown"]:
         total = r["component"] == "total"
@@ -828,8 +829,6 @@ def parameter_table_html(figures: dict[str, Any]) -> str:
 
 def memory_table_html(figures: dict[str, Any], batch: int, context: int) -> str:
     """Training memory by kind plus inference weights and KV cache."""
-    from tinytrans.sizing import format_bytes
-
     mem = figures["memory"]
     rows = [
         _row(name, f"tt-mem-{key}", mem[key], format_bytes(mem[key])) for key, name in MEMORY_ROWS
@@ -854,8 +853,6 @@ def memory_table_html(figures: dict[str, Any], batch: int, context: int) -> str:
 
 def compute_table_html(figures: dict[str, Any], device: str, mfu: float) -> str:
     """FLOPs per token, total training compute (config-exact and 6ND) and wall-clock time."""
-    from tinytrans.sizing import format_count, format_duration, format_flops
-
     f = figures
     rows = [
         _row("forward FLOPs / token", "tt-flops-forward", f["forward_flops_per_token"],
@@ -909,8 +906,6 @@ def sizing_view_html(
 def sizing_figure(figures: dict[str, Any], title: str = "") -> Any:
     """Matplotlib: parameters by component and training memory by kind (static PNG)."""
     import matplotlib.pyplot as plt
-
-    from tinytrans.sizing import format_bytes, format_count
 
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 3.4))
     params = [(r["component"], r["count"]) for r in figures["breakdown"][:-1]]

@@ -15,9 +15,14 @@ import itertools
 import json
 import os
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
+
+from tinytrans import config as tconfig
+from tinytrans import sizing
+from tinytrans.precision import PRECISIONS
+from tinytrans.widgets import data as wdata
+from tinytrans.widgets import render
+from tinytrans.widgets.render import read_asset
 
 __all__ = [
     "FULL_VOCAB_LIMIT",
@@ -50,12 +55,6 @@ def use_static(static: bool | None = None) -> bool:
     if static is not None:
         return bool(static)
     return os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@cache
-def read_asset(name: str) -> str:
-    """Text of ``tinytrans/widgets/assets/<name>`` (package data, inlined into the HTML)."""
-    return resources.files("tinytrans.widgets").joinpath("assets").joinpath(name).read_text("utf-8")
 
 
 def script_safe_json(data: Any) -> str:
@@ -167,8 +166,6 @@ def _rounded(array: Any) -> list[list[float | None]]:
 
 def attention_static(records: list[list[Any]]) -> StaticExplorable:
     """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model."""
-    from tinytrans.widgets import render
-
     png = render.figure_png(render.attention_figure([m[0] for m in records], 0, "mean"))
     labels = ", ".join(m[0].label for m in records)
     text = f"Attention explorer ({labels}; {len(records[0])} prompt(s))"
@@ -199,18 +196,16 @@ def _f32(values: Any) -> list[float]:
 def _sampling_step(
     path: Any, s: int, tokenizer: Any, labels: list[str] | None, trees: dict
 ) -> dict:
-    from tinytrans.widgets.data import display_piece
-
     logits = path.logits[s]
     step: dict[str, Any] = {
         "context": tokenizer.decode(path.contexts[s]),
-        "next": display_piece(tokenizer.id_to_piece(path.chosen[s])),
+        "next": wdata.display_piece(tokenizer.id_to_piece(path.chosen[s])),
         "beams": trees,
     }
     if labels is None:  # large vocabulary: the most likely tokens only
         top = sorted(range(len(logits)), key=lambda i: (-float(logits[i]), i))[:TRUNCATED_TOP_N]
         step["logits"] = _f32(logits[top])
-        step["labels"] = [display_piece(tokenizer.id_to_piece(i)) for i in top]
+        step["labels"] = [wdata.display_piece(tokenizer.id_to_piece(i)) for i in top]
     else:
         step["logits"] = _f32(logits)
     return step
@@ -226,20 +221,18 @@ def sampling_data(
     defaults: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
     """JSON for the sampling explorable (and the greedy paths it was built from)."""
-    from tinytrans.widgets.data import beam_tree, display_piece, greedy_path
-
     vocab = model.config.vocab_size
     full = vocab <= FULL_VOCAB_LIMIT
-    labels = [display_piece(tokenizer.id_to_piece(i)) for i in range(vocab)] if full else None
+    labels = [wdata.display_piece(tokenizer.id_to_piece(i)) for i in range(vocab)] if full else None
     eos = getattr(tokenizer, "eos_id", None)
     paths, prompt_data = [], []
     for prompt in prompts:
-        path = greedy_path(model, tokenizer, prompt, n_steps)
+        path = wdata.greedy_path(model, tokenizer, prompt, n_steps)
         paths.append(path)
         steps = []
         for s in range(n_steps):
             trees = {
-                str(w): beam_tree(model, tokenizer, path.contexts[s], w, depth, eos)
+                str(w): wdata.beam_tree(model, tokenizer, path.contexts[s], w, depth, eos)
                 for w in beam_widths
             }
             steps.append(_sampling_step(path, s, tokenizer, labels, trees))
@@ -260,9 +253,6 @@ def sampling_static(
     model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any
 ) -> StaticExplorable:
     """The sampling explorable; PNG = the first prompt's first step at the default setting."""
-    from tinytrans.widgets import data as wdata
-    from tinytrans.widgets import render
-
     payload, paths = sampling_data(model, tokenizer, prompts, **kwargs)
     d = payload["defaults"]
     config = wdata.sampling_config(
@@ -290,17 +280,13 @@ SIZING_DEFAULTS = {
 
 def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """JSON for the sizing explorable: presets, choices and the constants of the formulas."""
-    from tinytrans import model as tmodel
-    from tinytrans import sizing
-    from tinytrans.widgets.data import OPTIMIZER_STATE
-
-    presets = {name: tmodel.ModelConfig.preset(name).to_dict() for name in tmodel.preset_names()}
+    presets = {name: tconfig.ModelConfig.preset(name).to_dict() for name in tconfig.preset_names()}
     start = (
         config.name
-        if config.name in presets and tmodel.ModelConfig.preset(config.name) == config
+        if config.name in presets and tconfig.ModelConfig.preset(config.name) == config
         else "custom"
     )
-    order = tmodel.preset_names()
+    order = tconfig.preset_names()
     if start == "custom":
         presets["custom"] = config.to_dict()
         order = ["custom", *order]
@@ -311,14 +297,20 @@ def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str
         "default_preset": start,
         "devices": dict(sizing.PEAK_TFLOPS),
         "dtype_bytes": dict(sizing.DTYPE_BYTES),
-        "optimizer_state": dict(OPTIMIZER_STATE),
+        "optimizer_bytes": dict(sizing.OPTIMIZER_STATE_BYTES),
+        "optimizer_labels": dict(render.OPTIMIZER_LABELS),
+        "precision_labels": dict(render.PRECISION_LABELS),
+        "precisions": {
+            name: {"weights": p.weights, "compute": p.compute, "master_weights": p.master_weights}
+            for name, p in PRECISIONS.items()
+        },
         "tokens_per_param": sizing.CHINCHILLA_TOKENS_PER_PARAM,
         "chinchilla": {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha, "beta": fit.beta},
         "choices": {
-            "positional": list(tmodel.POSITIONAL_CHOICES),
-            "norm": list(tmodel.NORM_CHOICES),
-            "norm_placement": list(tmodel.PLACEMENT_CHOICES),
-            "activation": list(tmodel.ACTIVATION_CHOICES),
+            "positional": list(tconfig.POSITIONAL_CHOICES),
+            "norm": list(tconfig.NORM_CHOICES),
+            "norm_placement": list(tconfig.PLACEMENT_CHOICES),
+            "activation": list(tconfig.ACTIVATION_CHOICES),
         },
         "defaults": {
             **SIZING_DEFAULTS,
@@ -330,9 +322,6 @@ def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str
 
 def sizing_static(config: Any, **defaults: Any) -> StaticExplorable:
     """The parameter/memory/FLOPs explorable; PNG = the starting configuration."""
-    from tinytrans.widgets import data as wdata
-    from tinytrans.widgets import render
-
     payload = sizing_data(config, defaults)
     d = payload["defaults"]
     figures = wdata.sizing_figures(
