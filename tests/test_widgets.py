@@ -7,6 +7,7 @@ JavaScript ports are also checked against Python with Node.js when it is install
 
 from __future__ import annotations
 
+import ast
 import base64
 import itertools
 import json
@@ -712,3 +713,95 @@ def test_sizing_png_legends_do_not_cover_axis_labels():
         assert [t.get_text() for t in ax.get_xticklabels()] == []
         legend = ax.get_legend().get_window_extent(renderer)
         assert legend.y1 <= ax.get_window_extent(renderer).y0 + 1
+
+
+# ============================================================================ import structure
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tinytrans"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, modules: set[str], *, function_local: bool) -> set[str]:
+    """The package's modules that ``path`` imports: every import statement, or only those
+    inside functions (``function_local=True``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if function_local:
+        functions = [
+            n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        nodes = [n for f in functions for n in ast.walk(f)]
+    else:
+        nodes = list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parents = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parents, *([node.module] if node.module else [])])
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    found.add(f"{base}.{alias.name}")
+                elif base in modules:
+                    found.add(base)
+    return found - {name}
+
+
+def _package_modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_module_imports_itself_back_through_a_cycle():
+    """Every import of the package's own modules, at the top or inside a function, forms an
+    acyclic graph (render <-> static used to hide a cycle behind function-local imports)."""
+    modules = _package_modules()
+    graph = {
+        m: _imported_modules(p, set(modules), function_local=False) for m, p in modules.items()
+    }
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = (
+                    [*path[path.index(target) :], target] if target in path else [module, target]
+                )
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    package = tmp_path / "tinytrans"
+    (package / "widgets").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "widgets" / "__init__.py").write_text("")
+    (package / "widgets" / "a.py").write_text("def f():\n    from tinytrans.widgets import b\n")
+    (package / "widgets" / "b.py").write_text("from tinytrans.widgets.a import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    with pytest.raises(pytest.fail.Exception, match=r"import cycle: .*widgets\.a -> .*widgets\.b"):
+        test_no_module_imports_itself_back_through_a_cycle()
+
+
+def test_widgets_import_the_package_at_the_top():
+    """Inside functions the widgets import only what must stay lazy: the live explorers
+    (ipywidgets) and third-party plotting/IPython, never another module of the package."""
+    modules = _package_modules()
+    for name, path in modules.items():
+        if name.startswith("tinytrans.widgets"):
+            local = _imported_modules(path, set(modules), function_local=True)
+            assert local <= {"tinytrans.widgets.live"}, (name, local)
