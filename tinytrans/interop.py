@@ -290,9 +290,13 @@ def config_to_hf(
 
 def _getter(hf_config: Any) -> Getter:
     """Read a field from a ``PretrainedConfig`` or from a plain ``config.json`` dict."""
-    if isinstance(hf_config, Mapping):
-        return lambda key, default=None: hf_config.get(key, default)
-    return lambda key, default=None: getattr(hf_config, key, default)
+
+    def get(key: str, default: Any = None) -> Any:
+        if isinstance(hf_config, Mapping):
+            return hf_config.get(key, default)
+        return getattr(hf_config, key, default)
+
+    return get
 
 
 def hf_config_architecture(hf_config: Any) -> str:

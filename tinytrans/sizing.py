@@ -315,7 +315,7 @@ def width_for_budget(
         count = count_parameters(candidate)
         if abs(count - budget) < best_gap:
             best, best_gap = candidate, abs(count - budget)
-        if count >= budget:
+        if count >= budget and best is not None:
             return best
         n_heads += group
 
@@ -479,7 +479,7 @@ def activation_bytes(
 
 
 def measured_activation_bytes(
-    model: ModelConfig | torch.nn.Module,
+    model: ModelConfig | TinyTransformer,
     batch_size: int,
     context_length: int | None = None,
     *,
@@ -500,6 +500,8 @@ def measured_activation_bytes(
     if isinstance(model, ModelConfig):
         torch.manual_seed(seed)
         model = TinyTransformer(model)
+    if not isinstance(model, TinyTransformer):
+        raise TypeError(f"expected a ModelConfig or a TinyTransformer, got {type(model).__name__}.")
     config = model.config
     context = config.context_length if context_length is None else context_length
     was_training, was_checkpointing = model.training, model.gradient_checkpointing
@@ -960,7 +962,7 @@ class SizingSummary:
             ("forward FLOPs / token", format_flops(self.forward_flops_per_token)),
             ("Chinchilla tokens (20/param)", format_count(self.chinchilla_tokens)),
         ]
-        if self.training_flops is not None:
+        if self.training_flops is not None and self.tokens is not None:
             rows.append((f"training compute ({format_count(self.tokens)} tokens)",
                          format_flops(self.training_flops)))  # fmt: skip
         if self.training_seconds is not None:

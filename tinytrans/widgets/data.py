@@ -19,13 +19,20 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from tinytrans import sizing
-from tinytrans.generate import SamplingConfig, beam_search, filter_stages, step_distributions
+from tinytrans.generate import (
+    Beam,
+    BeamSearchTree,
+    SamplingConfig,
+    beam_search,
+    filter_stages,
+    step_distributions,
+)
 from tinytrans.model import ModelConfig, TinyTransformer, eval_mode
 from tinytrans.precision import get_precision
 
@@ -156,7 +163,7 @@ def encode_prompt(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
     return ids
 
 
-def _run_attention(model: torch.nn.Module, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _run_attention(model: TinyTransformer, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(layers, batch, heads, T, T) weights and scores from ``model.attention_maps`` in eval mode."""
     with eval_mode(model):
         capture = model.attention_maps(ids.to(model.device))
@@ -166,7 +173,7 @@ def _run_attention(model: torch.nn.Module, ids: torch.Tensor) -> tuple[np.ndarra
 
 
 def capture_attention(
-    model: torch.nn.Module,
+    model: TinyTransformer,
     tokenizer: Any,
     text: str,
     *,
@@ -217,7 +224,7 @@ def repeated_sequence(vocab_size: int, length: int, batch: int, seed: int) -> to
 
 
 def induction_scores(
-    model: torch.nn.Module, *, length: int | None = None, batch: int = 4, seed: int = 0
+    model: TinyTransformer, *, length: int | None = None, batch: int = 4, seed: int = 0
 ) -> np.ndarray:
     """(layers, heads) mean weight from each second-half token to the token *after* its first
     occurrence -- the "look back, then copy" pattern of induction heads (Olsson et al. 2022).
@@ -236,7 +243,7 @@ def induction_scores(
 
 
 def attention_records(
-    models: Sequence[tuple[str, torch.nn.Module]],
+    models: Sequence[tuple[str, TinyTransformer]],
     tokenizer: Any,
     prompts: Sequence[str],
     max_tokens: int = 32,
@@ -286,7 +293,7 @@ def mulberry32(seed: int):
     return next_float
 
 
-def sample_counts(probs: Sequence[float], n: int, seed: int = 0) -> np.ndarray:
+def sample_counts(probs: Sequence[float] | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Counts of ``n`` seeded draws from ``probs`` by inverse CDF (the JS port does the same)."""
     p = np.asarray(probs, dtype=np.float64)
     if n < 0 or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
@@ -335,7 +342,7 @@ class GreedyPath:
 
 
 def greedy_path(
-    model: torch.nn.Module, tokenizer: Any, prompt: str, n_steps: int = 8
+    model: TinyTransformer, tokenizer: Any, prompt: str, n_steps: int = 8
 ) -> GreedyPath:
     """Run ``n_steps`` greedy steps from ``prompt`` and keep each step's logits."""
     context = list(tokenizer.encode(prompt))
@@ -443,7 +450,7 @@ def sampling_view(
 
 
 def beam_tree(
-    model: torch.nn.Module,
+    model: TinyTransformer,
     tokenizer: Any,
     context: Sequence[int],
     num_beams: int = 2,
@@ -453,10 +460,11 @@ def beam_tree(
     """:func:`tinytrans.generate.beam_search` from ``context`` as JSON-ready nested data:
     per step the scored candidates (parent index, token label, cumulative log-probability,
     status kept/pruned/finished) and the final ranked beams."""
-    beams, tree = beam_search(
+    result = beam_search(
         model, list(context), num_beams=num_beams, max_new_tokens=depth,
         eos_id=eos_id, return_tree=True,
     )  # fmt: skip
+    beams, tree = cast(tuple[list[Beam], BeamSearchTree], result)  # return_tree=True
     steps = [
         [
             {
