@@ -1,4 +1,5 @@
-"""Convert TinyTransformer models to and from Hugging Face ``transformers``.
+"""Convert TinyTransformer models to and from Hugging Face ``transformers`` (the architectures
+of section 1.12; chapter 5 checks its parameter counts against them, section 5.1).
 
 Two families map one-to-one onto a :class:`~tinytrans.model.ModelConfig`:
 
@@ -83,7 +84,7 @@ Getter = Callable[[str, Any], Any]
 @dataclass(frozen=True)
 class HFField:
     """One row of an architecture's field table: a :class:`ModelConfig` field and the Hugging
-    Face config key that holds it, with the transforms each way (section 1.9, interop).
+    Face config key that holds it, with the transforms each way (section 1.12).
 
     ``write(config)`` gives the HF value (default: the field as is); ``read(get, problems)``
     gives our value from a key getter, appending what it cannot reproduce to ``problems``
@@ -110,7 +111,8 @@ class HFField:
 
 @dataclass(frozen=True)
 class HFTable:
-    """Everything that maps a :class:`ModelConfig` onto one Hugging Face family and back.
+    """Everything that maps a :class:`ModelConfig` onto one Hugging Face family and back
+    (section 1.12).
 
     ``fields``: the one-to-one (or one-to-many) field rows. ``fixed``: our fields the family
     cannot change (checked before writing, set when reading). ``constants``: HF keys written
@@ -214,7 +216,8 @@ _TOKEN_IDS = {"llama": (1, 2), "gpt2": (50256, 50256)}
 
 
 def hf_architecture(config: ModelConfig) -> str:
-    """The Hugging Face family a config belongs to: ``"llama"`` (RoPE) or ``"gpt2"`` (learned)."""
+    """The Hugging Face family a config belongs to: ``"llama"`` (RoPE) or ``"gpt2"`` (learned)
+    (section 1.12)."""
     if config.positional == "rope":
         return "llama"
     if config.positional == "learned":
@@ -239,7 +242,8 @@ def _fixed_problems(config: ModelConfig, table: HFTable) -> list[str]:
 
 
 def check_hf_compatible(config: ModelConfig, architecture: str | None = None) -> str:
-    """Return the target family, or raise ``ValueError`` listing every field it cannot express."""
+    """Return the target family, or raise ``ValueError`` listing every field it cannot express
+    (section 1.12)."""
     architecture = architecture or hf_architecture(config)
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -262,7 +266,8 @@ def _token_id(default: int, vocab_size: int) -> int | None:
 
 def hf_config_dict(config: ModelConfig, architecture: str | None = None) -> dict[str, Any]:
     """The keyword arguments of the ``LlamaConfig``/``GPT2Config`` for ``config``, written from
-    the family's :data:`HF_TABLES` row by row (plain data: no ``transformers`` needed)."""
+    the family's :data:`HF_TABLES` row by row (plain data: no ``transformers`` needed)
+    (section 1.12)."""
     architecture = check_hf_compatible(config, architecture)
     table = HF_TABLES[architecture]
     values = {row.hf: row.to_hf(config) for row in table.fields}
@@ -276,7 +281,8 @@ def hf_config_dict(config: ModelConfig, architecture: str | None = None) -> dict
 def config_to_hf(
     config: ModelConfig, architecture: str | None = None, attn_implementation: str = "sdpa"
 ) -> Any:
-    """A ``LlamaConfig`` or ``GPT2Config`` describing the same network as ``config``."""
+    """A ``LlamaConfig`` or ``GPT2Config`` describing the same network as ``config``
+    (section 1.12)."""
     values = hf_config_dict(config, architecture)
     architecture = check_hf_compatible(config, architecture)
     cls = {"llama": "LlamaConfig", "gpt2": "GPT2Config"}[architecture]
@@ -300,7 +306,8 @@ def _getter(hf_config: Any) -> Getter:
 
 
 def hf_config_architecture(hf_config: Any) -> str:
-    """``"llama"`` or ``"gpt2"`` from a config's ``model_type``; ``ValueError`` otherwise."""
+    """``"llama"`` or ``"gpt2"`` from a config's ``model_type``; ``ValueError`` otherwise
+    (section 1.12)."""
     model_type = _getter(hf_config)("model_type", None)
     if model_type not in ARCHITECTURES:
         raise ValueError(
@@ -311,7 +318,8 @@ def hf_config_architecture(hf_config: Any) -> str:
 
 
 def config_from_hf(hf_config: Any, name: str | None = None) -> ModelConfig:
-    """The :class:`ModelConfig` of a ``LlamaConfig``/``GPT2Config`` (or their ``config.json`` dict).
+    """The :class:`ModelConfig` of a ``LlamaConfig``/``GPT2Config`` (or their ``config.json`` dict)
+    (section 1.12).
 
     Raises ``ValueError`` naming every field whose value tinytrans cannot reproduce exactly.
     """
@@ -432,7 +440,8 @@ def _conv1d(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
-    """Rename (and for GPT-2 transpose and fuse) a tinytrans state dict into HF's layout."""
+    """Rename (and for GPT-2 transpose and fuse) a tinytrans state dict into HF's layout
+    (section 1.12)."""
     architecture = check_hf_compatible(config)
     if architecture == "llama":
         return {hf: state[ours].clone() for ours, hf in _llama_names(config).items()}
@@ -465,7 +474,8 @@ def _normalise_hf_keys(state: Mapping[str, torch.Tensor], architecture: str) -> 
 
 
 def state_dict_from_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
-    """The tinytrans state dict for a Hugging Face Llama/GPT-2 one (inverse of ``to_hf``'s)."""
+    """The tinytrans state dict for a Hugging Face Llama/GPT-2 one (inverse of ``to_hf``'s)
+    (section 1.12)."""
     architecture = check_hf_compatible(config)
     state = _normalise_hf_keys(state, architecture)
     if "lm_head.weight" not in state and config.tie_embeddings:
@@ -515,7 +525,8 @@ def _check_keys(found: set[str], expected: set[str]) -> None:
 def to_hf(
     model: TinyTransformer, architecture: str | None = None, attn_implementation: str = "sdpa"
 ) -> Any:
-    """A ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` computing exactly what ``model`` computes.
+    """A ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` computing exactly what ``model`` computes
+    (section 1.12).
 
     The family follows ``model.config.positional`` (rope -> Llama, learned -> GPT-2) unless
     ``architecture`` says otherwise; configs the family cannot express raise ``ValueError``.
@@ -540,7 +551,8 @@ def from_hf(
     *,
     dtype: torch.dtype = torch.float32,
 ) -> TinyTransformer:
-    """A :class:`TinyTransformer` with the weights of a Hugging Face Llama or GPT-2 model.
+    """A :class:`TinyTransformer` with the weights of a Hugging Face Llama or GPT-2 model
+    (section 1.12).
 
     Pass a ``LlamaForCausalLM``/``GPT2LMHeadModel`` (e.g. ``GPT2LMHeadModel.from_pretrained("gpt2")``
     on a machine with internet), or a state dict together with its ``hf_config`` (a

@@ -119,7 +119,8 @@ DType = str | torch.dtype
 
 
 def canonical_dtype(dtype: DType) -> str:
-    """The canonical name (``"fp32"``, ``"bf16"``, ...) of a dtype given as text or torch dtype."""
+    """The canonical name (``"fp32"``, ``"bf16"``, ...) of a dtype given as text or torch dtype
+    (section 5.3)."""
     name = str(dtype).removeprefix("torch.").lower()
     name = _DTYPE_ALIASES.get(name, name)
     if name not in DTYPE_BYTES:
@@ -129,7 +130,7 @@ def canonical_dtype(dtype: DType) -> str:
 
 
 def dtype_bytes(dtype: DType) -> float:
-    """Bytes per number stored in ``dtype`` (0.5 for int4)."""
+    """Bytes per number stored in ``dtype``, 0.5 for int4 (section 5.3)."""
     return DTYPE_BYTES[canonical_dtype(dtype)]
 
 
@@ -140,7 +141,7 @@ def dtype_bytes(dtype: DType) -> float:
 
 @dataclass(frozen=True)
 class ParameterBreakdown:
-    """Where the parameters of a configuration live, computed from the config alone.
+    """Where the parameters of a configuration live, computed from the config alone (section 5.1).
 
     Per-layer fields (``attention``, ``ffn``, ``norms``) count one transformer block; the
     ``*_total`` properties multiply by ``n_layers``. ``head`` is 0 when ``head_tied`` is True,
@@ -233,7 +234,8 @@ def _linear(d_in: int, d_out: int, bias: bool) -> int:
 
 
 def layer_detail(config: ModelConfig) -> dict[str, int]:
-    """Parameters of each tensor group in one block, named as in :mod:`tinytrans.model`."""
+    """Parameters of each tensor group in one block, named as in :mod:`tinytrans.model`
+    (section 5.1)."""
     c, kv_dim, f, bias = config.d_model, config.kv_heads * config.head_dim, config.d_ff, config.bias
     detail = {
         "attn_norm": _norm_params(config),
@@ -251,7 +253,8 @@ def layer_detail(config: ModelConfig) -> dict[str, int]:
 
 
 def parameter_breakdown(config: ModelConfig) -> ParameterBreakdown:
-    """Count every parameter of ``config`` by component, without building the model."""
+    """Count every parameter of ``config`` by component, without building the model
+    (section 5.1)."""
     detail = layer_detail(config)
     attention = sum(detail[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj"))
     ffn = sum(detail[k] for k in ("gate_proj", "up_proj", "down_proj") if k in detail)
@@ -275,7 +278,8 @@ def parameter_breakdown(config: ModelConfig) -> ParameterBreakdown:
 
 
 def count_parameters(config: ModelConfig, *, non_embedding: bool = False) -> int:
-    """Unique trainable parameters of ``config`` (equals ``sum(p.numel())`` of the model).
+    """Unique trainable parameters of ``config`` (equals ``sum(p.numel())`` of the model)
+    (section 5.1).
 
     ``non_embedding=True`` drops the token and learned-position tables, like
     ``TinyTransformer.num_parameters(exclude_embeddings=True)`` and Kaplan et al.'s ``N``.
@@ -288,7 +292,7 @@ def width_for_budget(
     config: ModelConfig, n_layers: int, budget: int, *, head_dim: int | None = None
 ) -> ModelConfig:
     """``config`` with ``n_layers`` blocks and the width whose parameter count is closest to
-    ``budget``: the equal-parameter shapes of a depth-versus-width comparison.
+    ``budget``: the equal-parameter shapes of a depth-versus-width comparison (section 5.7).
 
     ``d_model`` runs over multiples of ``head_dim`` (default: ``config.head_dim``), one head
     per ``head_dim`` dimensions; ``d_ff`` keeps the ratio ``d_ff / d_model`` of ``config``
@@ -337,7 +341,7 @@ def _as_count(model: ModelConfig | int) -> int:
 def weight_bytes(
     model: ModelConfig | int, dtype: DType = "fp32", group_size: int | None = None
 ) -> int:
-    """Bytes to store the weights in ``dtype``: parameters x bytes per number.
+    """Bytes to store the weights in ``dtype``: parameters x bytes per number (section 5.3).
 
     For int4/int8 with ``group_size`` set, add one fp16 scale per group of weights, as
     group-wise quantization schemes store (e.g. 64 weights share one scale).
@@ -352,7 +356,7 @@ def weight_bytes(
 
 
 def weight_bytes_table(model: ModelConfig | int) -> dict[str, int]:
-    """Weight bytes in fp32, bf16, int8 and int4 (the quantization ladder)."""
+    """Weight bytes in fp32, bf16, int8 and int4 (the quantization ladder) (section 5.3)."""
     return {name: weight_bytes(model, name) for name in ("fp32", "bf16", "int8", "int4")}
 
 
@@ -369,7 +373,7 @@ def kv_cache_bytes(
     context_length: int | None = None,
     dtype: DType = "fp32",
 ) -> int:
-    """Bytes of keys and values cached for generation.
+    """Bytes of keys and values cached for generation (section 5.3).
 
     ``2 (K and V) x batch x context x layers x kv_heads x head_dim x bytes``: grouped-query and
     multi-query attention shrink it by ``n_heads / kv_heads``.
@@ -387,7 +391,8 @@ def attention_matrix_bytes(
     context_length: int | None = None,
     dtype: DType = "fp32",
 ) -> int:
-    """Bytes of one layer's materialised attention scores: ``batch x heads x T x T x bytes``.
+    """Bytes of one layer's materialised attention scores: ``batch x heads x T x T x bytes``
+    (section 5.4).
 
     This is the tensor that fused ("flash") attention never stores, and the reason long
     contexts blow up memory in a naive implementation.
@@ -456,7 +461,7 @@ def activation_bytes(
     checkpointing: bool = False,
     fused_attention: bool = True,
 ) -> int:
-    """Estimated bytes of activations saved for backward by a training step.
+    """Estimated bytes of activations saved for backward by a training step (section 5.4).
 
     Blocks: ``n_layers x`` :func:`layer_activation_bytes`, or with (full) activation
     checkpointing only each block's input (``sbh·e`` per layer) plus one block recomputed at a
@@ -487,7 +492,7 @@ def measured_activation_bytes(
     seed: int = 0,
 ) -> int:
     """Bytes that one training forward pass really keeps for backward: the measured
-    counterpart of :func:`activation_bytes`.
+    counterpart of :func:`activation_bytes` (section 5.4).
 
     Runs one forward pass (with targets, so the loss is included) of a random
     ``batch_size x context_length`` batch under ``torch.autograd.graph.saved_tensors_hooks``
@@ -646,7 +651,8 @@ def forward_flops_per_token(
     *,
     attention: AttentionCount = "causal",
 ) -> int:
-    """FLOPs of one token's forward pass: ``2N_matmul + 2·n_layers·context·d_model`` (section 5.5).
+    """FLOPs of one token's forward pass, ``2N_matmul + 2·n_layers·context·d_model``
+    (section 5.5).
 
     ``N_matmul`` is every block parameter plus the ``d_model x vocab`` output head (which is
     a matmul even when tied); the embedding lookup costs nothing. The attention term is
@@ -695,7 +701,8 @@ def training_flops(
 def training_seconds(
     flops: float, peak_tflops: float, mfu: float = 0.4, n_devices: int = 1
 ) -> float:
-    """Wall-clock seconds to execute ``flops`` at ``mfu`` x peak on ``n_devices`` devices.
+    """Wall-clock seconds to execute ``flops`` at ``mfu`` x peak on ``n_devices`` devices
+    (section 5.5).
 
     MFU (model FLOPs utilisation) is the fraction of the datasheet peak that does useful model
     arithmetic; 30-50% is good for large models on GPUs, small models often manage far less.
@@ -715,14 +722,15 @@ def tokens_per_second(
     n_devices: int = 1,
     context_length: int | None = None,
 ) -> float:
-    """Training throughput in tokens/s implied by a peak, an MFU and the per-token FLOPs."""
+    """Training throughput in tokens/s implied by a peak, an MFU and the per-token FLOPs
+    (section 5.5)."""
     per_token = training_flops_per_token(config, context_length)
     return 1.0 / training_seconds(per_token, peak_tflops, mfu, n_devices)
 
 
 def batches_per_epoch(n_examples: int, batch_size: int, drop_last: bool = False) -> int:
     """Optimizer steps in one pass over ``n_examples`` (a partial last batch counts unless
-    ``drop_last``, as in ``torch.utils.data.DataLoader``)."""
+    ``drop_last``, as in ``torch.utils.data.DataLoader``) (section 5.5)."""
     return n_examples // batch_size if drop_last else math.ceil(n_examples / batch_size)
 
 
@@ -736,7 +744,8 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 @dataclass(frozen=True)
 class ChinchillaFit:
-    """The parametric loss ``L(N, D) = E + A / N**alpha + B / D**beta`` (nats per token)."""
+    """The parametric loss ``L(N, D) = E + A / N**alpha + B / D**beta`` (nats per token)
+    (section 5.6)."""
 
     E: float = 1.69
     A: float = 406.4
@@ -757,7 +766,7 @@ CHINCHILLA_REFIT = ChinchillaFit(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, be
 
 @dataclass(frozen=True)
 class ComputeOptimal:
-    """A model size and token count that spend a compute budget."""
+    """A model size and token count that spend a compute budget (section 5.6)."""
 
     params: float
     tokens: float
@@ -771,14 +780,14 @@ class ComputeOptimal:
 def chinchilla_tokens(
     model: ModelConfig | int, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
 ) -> float:
-    """Compute-optimal training tokens for a model: about 20 per parameter."""
+    """Compute-optimal training tokens for a model: about 20 per parameter (section 5.6)."""
     return tokens_per_param * _as_count(model)
 
 
 def chinchilla_optimal(
     compute_flops: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
 ) -> ComputeOptimal:
-    """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N``.
+    """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N`` (section 5.6).
 
     Substituting gives ``C = 120 N**2``, so ``N = sqrt(C / 120)``.
     """
@@ -789,7 +798,7 @@ def chinchilla_optimal(
 
 
 def chinchilla_loss(n_params: float, n_tokens: float, fit: ChinchillaFit = CHINCHILLA) -> float:
-    """Predicted loss (nats/token) of ``n_params`` trained on ``n_tokens``.
+    """Predicted loss (nats/token) of ``n_params`` trained on ``n_tokens`` (section 5.6).
 
     Fitted on Chinchilla's data and tokenizer for 70M-16B models: use it for trends and
     ratios, not as a promise for another tokenizer or a 2M-parameter model.
@@ -800,7 +809,8 @@ def chinchilla_loss(n_params: float, n_tokens: float, fit: ChinchillaFit = CHINC
 
 
 def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> ComputeOptimal:
-    """The N and D minimising :func:`chinchilla_loss` under ``C = 6ND`` (the fit's own optimum).
+    """The N and D minimising :func:`chinchilla_loss` under ``C = 6ND`` (the fit's own optimum)
+    (section 5.6).
 
     Setting the derivative to zero gives ``N = G (C/6)**(beta/(alpha+beta))`` with
     ``G = (alpha A / (beta B))**(1/(alpha+beta))``; it differs from the 20-tokens rule because
@@ -815,7 +825,8 @@ def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> Compu
 
 
 def uniform_loss(vocab_size: int) -> float:
-    """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)."""
+    """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)
+    (section 3.3)."""
     return math.log(vocab_size)
 
 
@@ -844,7 +855,8 @@ def _scaled(value: float, base: float, units: list[str], digits: int) -> tuple[s
 
 
 def format_count(n: float, digits: int = 3) -> str:
-    """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures."""
+    """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures
+    (chapter 5's tables, from section 5.2)."""
     if abs(n) < 1000 and float(n).is_integer():
         return str(int(n))
     text, unit = _scaled(n, 1000.0, ["", "K", "M", "B", "T"], digits)
@@ -852,7 +864,8 @@ def format_count(n: float, digits: int = 3) -> str:
 
 
 def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
-    """``9_310_208 -> "9.31 MB"`` (decimal) or ``"8.88 MiB"`` with ``binary=True``."""
+    """``9_310_208 -> "9.31 MB"`` (decimal) or ``"8.88 MiB"`` with ``binary=True``
+    (chapter 5's tables, from section 5.2)."""
     if binary:
         units, base = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 1024.0
     else:
@@ -864,7 +877,8 @@ def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
 
 
 def format_flops(flops: float, digits: int = 3) -> str:
-    """``1.5e14 -> "150 TFLOP"``; beyond peta, scientific: ``3.15e23 -> "3.15e23 FLOP"``.
+    """``1.5e14 -> "150 TFLOP"``; beyond peta, scientific: ``3.15e23 -> "3.15e23 FLOP"``
+    (chapter 5's tables, from section 5.2).
 
     A count of operations; append "/s" yourself for a rate.
     """
@@ -876,7 +890,8 @@ def format_flops(flops: float, digits: int = 3) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``."""
+    """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``
+    (chapter 5's tables, from section 5.2)."""
     for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return (
@@ -896,7 +911,7 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class SizingSummary:
-    """Every sizing figure of one configuration (what the widget and the CLI show)."""
+    """Every sizing figure of one configuration (what the widget and the CLI show) (section 5.8)."""
 
     config: ModelConfig
     batch_size: int

@@ -1,4 +1,4 @@
-"""Layer 3a: live explorers built from core ipywidgets only.
+"""Layer 3a: live explorers built from core ipywidgets only (sections 1.13, 4.5 and 5.8).
 
 Controls (sliders, dropdowns, text, buttons) recompute data with :mod:`.data` and put the HTML
 of :mod:`.render` into an ``ipywidgets.HTML``. No custom front-end code, so the explorers work
@@ -50,7 +50,8 @@ def _style() -> dict[str, str]:
 
 
 class Explorer(widgets.VBox):
-    """Controls, an error panel and an HTML view; ``refresh()`` re-renders under a guard."""
+    """Controls, an error panel and an HTML view; ``refresh()`` re-renders under a guard
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
 
     def __init__(self, controls: Sequence[widgets.Widget], **kwargs: Any) -> None:
         self.view = widgets.HTML()
@@ -116,7 +117,8 @@ class Explorer(widgets.VBox):
 
 
 class AttentionExplorer(Explorer):
-    """Prompt, layer, head (or mean / all), view and query token -> heatmaps and head stats."""
+    """Prompt, layer, head (or mean / all), view and query token -> heatmaps and head stats
+    (section 1.13)."""
 
     def __init__(
         self,
@@ -315,7 +317,8 @@ _CONFIG_CHOICES = {
 
 class ParameterExplorer(Explorer):
     """Architecture and training settings -> parameters, memory, FLOPs; "measure" builds the
-    real model on the meta device and shows its counted parameters beside the formula."""
+    real model on the meta device and shows its counted parameters beside the formula
+    (section 5.8)."""
 
     def __init__(self, config: Any) -> None:
         self.measured: int | None = None
@@ -418,7 +421,8 @@ class ParameterExplorer(Explorer):
 
 
 class LossPlot:
-    """A live loss curve for :class:`tinytrans.train.Trainer` (pass it in ``callbacks``).
+    """A live loss curve for :class:`tinytrans.train.Trainer` (pass it in ``callbacks``)
+    (section 3.6).
 
     ``on_eval(trainer, record)`` (or ``on_eval(history)``) redraws the figure; live, it updates
     one IPython display in place; static (the book build), it draws nothing until

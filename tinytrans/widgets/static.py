@@ -1,4 +1,5 @@
-"""Layer 3b: self-contained static explorables for the rendered book (no kernel).
+"""Layer 3b: self-contained static explorables for the rendered book (no kernel), as the
+explorers of sections 1.13, 4.5 and 5.8 appear on the book's pages.
 
 An explorable is one ``text/html`` output -- inline CSS, inline vanilla JavaScript from
 ``assets/``, the data as embedded JSON; no CDN, no require.js, no network request -- plus an
@@ -51,21 +52,24 @@ _counter = itertools.count()
 
 
 def use_static(static: bool | None = None) -> bool:
-    """``static`` if given, else True when ``TINYTRANS_STATIC_WIDGETS=1`` (set by ``make book``)."""
+    """``static`` if given, else True when ``TINYTRANS_STATIC_WIDGETS=1`` (set by ``make book``)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     if static is not None:
         return bool(static)
     return os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def script_safe_json(data: Any) -> str:
-    """JSON that cannot end the enclosing ``<script>`` element early."""
+    """JSON that cannot end the enclosing ``<script>`` element early
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @dataclass
 class StaticExplorable:
-    """A display object: HTML (interactive), PNG (default view) and a text summary."""
+    """A display object: HTML (interactive), PNG (default view) and a text summary
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
 
     kind: str
     html: str
@@ -90,7 +94,8 @@ class StaticExplorable:
 
 
 def explorable_html(kind: str, data: dict[str, Any]) -> str:
-    """The HTML of one explorable: a root element, its JSON, the CSS and the mounting script."""
+    """The HTML of one explorable: a root element, its JSON, the CSS and the mounting script
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     payload = script_safe_json(data)
     digest = hashlib.sha1(payload.encode("utf-8")).hexdigest()[:10]
     root = f"tt-{kind}-{digest}-{next(_counter)}"
@@ -107,6 +112,8 @@ def explorable_html(kind: str, data: dict[str, Any]) -> str:
 
 
 def make_explorable(kind: str, data: dict[str, Any], png: bytes, text: str) -> StaticExplorable:
+    """A :class:`StaticExplorable` of ``kind`` from its data, its PNG and a text summary (the
+    explorers of sections 1.13, 4.5 and 5.8)."""
     return StaticExplorable(kind=kind, html=explorable_html(kind, data), png=png, text=text)
 
 
@@ -128,7 +135,8 @@ SCORE_SCALE = 100  # scores in hundredths
 
 
 def attention_data(records: list[list[Any]]) -> dict[str, Any]:
-    """JSON for the attention explorable: ``records[model][prompt]`` -> nested lists."""
+    """JSON for the attention explorable: ``records[model][prompt]`` -> nested lists
+    (section 1.13)."""
     first = records[0][0]
     prompts = []
     for p in range(len(records[0])):
@@ -165,7 +173,8 @@ def _rounded(array: Any) -> list[list[float | None]]:
 
 
 def attention_static(records: list[list[Any]]) -> StaticExplorable:
-    """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model."""
+    """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model
+    (section 1.13)."""
     png = render.figure_png(render.attention_figure([m[0] for m in records], 0, "mean"))
     labels = ", ".join(m[0].label for m in records)
     text = f"Attention explorer ({labels}; {len(records[0])} prompt(s))"
@@ -220,7 +229,7 @@ def sampling_data(
     depth: int = 4,
     defaults: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
-    """JSON for the sampling explorable (and the greedy paths it was built from)."""
+    """JSON for the sampling explorable (and the greedy paths it was built from) (section 4.5)."""
     vocab = model.config.vocab_size
     full = vocab <= FULL_VOCAB_LIMIT
     labels = [wdata.display_piece(tokenizer.id_to_piece(i)) for i in range(vocab)] if full else None
@@ -252,7 +261,8 @@ def sampling_data(
 def sampling_static(
     model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any
 ) -> StaticExplorable:
-    """The sampling explorable; PNG = the first prompt's first step at the default setting."""
+    """The sampling explorable; PNG = the first prompt's first step at the default setting
+    (section 4.5)."""
     payload, paths = sampling_data(model, tokenizer, prompts, **kwargs)
     d = payload["defaults"]
     config = wdata.sampling_config(
@@ -279,7 +289,8 @@ SIZING_DEFAULTS = {
 
 
 def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JSON for the sizing explorable: presets, choices and the constants of the formulas."""
+    """JSON for the sizing explorable: presets, choices and the constants of the formulas
+    (section 5.8)."""
     presets = {name: tconfig.ModelConfig.preset(name).to_dict() for name in tconfig.preset_names()}
     start = (
         config.name
@@ -321,7 +332,7 @@ def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str
 
 
 def sizing_static(config: Any, **defaults: Any) -> StaticExplorable:
-    """The parameter/memory/FLOPs explorable; PNG = the starting configuration."""
+    """The parameter/memory/FLOPs explorable; PNG = the starting configuration (section 5.8)."""
     payload = sizing_data(config, defaults)
     d = payload["defaults"]
     figures = wdata.sizing_figures(
