@@ -805,3 +805,17 @@ def test_widgets_import_the_package_at_the_top():
         if name.startswith("tinytrans.widgets"):
             local = _imported_modules(path, set(modules), function_local=True)
             assert local <= {"tinytrans.widgets.live"}, (name, local)
+
+
+def test_importing_the_widgets_stays_light():
+    """The package's own imports moved to the top; ipywidgets and matplotlib stay lazy."""
+    code = (
+        "import sys, tinytrans.widgets, tinytrans.widgets.static, tinytrans.widgets.render\n"
+        "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'IPython', 'transformers')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=PACKAGE.parent,
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
