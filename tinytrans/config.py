@@ -1,5 +1,6 @@
 """The model's configuration: one dataclass that describes every architecture the course
-discusses, and the named presets (section 1.2, "One dataclass, many architectures").
+discusses, and the named presets (section 1.12, "Building the seed's TinyTransformer and the
+course model").
 
 It imports nothing heavy (no torch), so the command line can build its flags from the fields
 and ``tinytrans --help`` stays fast. :mod:`tinytrans.model` builds the network from it and
