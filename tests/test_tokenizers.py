@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinytrans import tokenizers as T
+from tinytrans.tokenizers import bpe as bpe_module
 from tinytrans.tokenizers import (
     BPETokenizer,
     CharTokenizer,
@@ -167,7 +168,7 @@ def test_char_surrogates_survive_save(tmp_path):
 
 def naive_bpe(text: str, n_merges: int, pretokenize: str | None = "gpt2") -> list[tuple[int, int]]:
     """Reference BPE: recount every pair from scratch at every step (slow but obvious)."""
-    pattern = T._compile_pattern(pretokenize)
+    pattern = bpe_module._compile_pattern(pretokenize)
     words = [list(w.encode("utf-8", "surrogatepass")) for w in pattern.findall(text)]
     merges: list[tuple[int, int]] = []
     for rank in range(n_merges):
@@ -177,7 +178,7 @@ def naive_bpe(text: str, n_merges: int, pretokenize: str | None = "gpt2") -> lis
         if not counts:
             break
         best = min(counts, key=lambda p: (-counts[p], p))
-        words = [T._merge_symbols(w, *best, 256 + rank) for w in words]
+        words = [bpe_module._merge_symbols(w, *best, 256 + rank) for w in words]
         merges.append(best)
     return merges
 
@@ -262,7 +263,7 @@ T.register_pretokenizer("test-grouped", r"(\w)\w*|\b")
 @given(st.text())
 def test_pretokenizer_chunks_tile_the_text(text):
     for name in ("gpt2", "lines", "words", "test-digits", "test-empty-or-x", "test-groups"):
-        assert "".join(T._split(T._compile_pattern(name), text)) == text
+        assert "".join(bpe_module._split(bpe_module._compile_pattern(name), text)) == text
 
 
 def test_bpe_custom_pattern_round_trip_and_save(tmp_path):
