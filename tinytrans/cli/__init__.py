@@ -1,4 +1,4 @@
-"""The ``tinytrans`` command line: ``tinytrans train``, ``generate`` and ``size``.
+"""The ``tinytrans`` command line: ``tinytrans train``, ``generate`` and ``size`` (section 3.6).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
 only the chosen command's flags are built, and torch is imported only to run a command, so
@@ -49,7 +49,7 @@ _EXPLAINED = (ValueError, OSError, ModuleNotFoundError)
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``tinytrans`` parser; with ``only``, just that command gets its flags (the others
-    are listed, so ``tinytrans --help`` needs no command's module)."""
+    are listed, so ``tinytrans --help`` needs no command's module) (section 3.6)."""
     parser = argparse.ArgumentParser(prog="tinytrans", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinytrans {__version__}")
     debug = argparse.ArgumentParser(add_help=False)
@@ -81,7 +81,7 @@ def _debugging(args: argparse.Namespace | None) -> bool:
 
 
 def error_line(command: str, error: BaseException) -> str:
-    """The one line printed for ``error``: the problem and, where known, the fix."""
+    """The one line printed for ``error``: the problem and, where known, the fix (section 3.6)."""
     text = " ".join(str(error).split()) if str(error).strip() else ""
     if isinstance(error, MemoryError):
         text = "out of memory; use a smaller model, --batch-size or --context-length"

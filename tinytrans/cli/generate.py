@@ -1,4 +1,5 @@
 """``tinytrans generate [CHECKPOINT]``: stream text from a checkpoint or the shipped model.
+(Section 4.3.)
 
 Examples::
 
@@ -32,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the ``generate`` options on ``parser``."""
+    """Register the ``generate`` options on ``parser`` (section 4.3)."""
     parser.add_argument(
         "checkpoint",
         nargs="?",
@@ -127,18 +128,10 @@ def sample_header(index: int, total: int, seed: int | None) -> str:
     return f"--- sample {index + 1} of {total}{seeded} ---\n"
 
 
-def generate_to_stream(
-    model: Any,
-    tokenizer: Any,
-    args: argparse.Namespace,
-    stream: TextIO,
-    *,
-    seed: int | str | None = "args",
-) -> str:
-    """Write the prompt (unless ``--no-echo``) and the streamed continuation to ``stream``.
-
-    Returns the continuation. All argument checks happen before anything is written.
-    ``seed`` overrides ``args.seed`` (one sample of ``--num-samples``).
+def generate_to_stream(model: Any, tokenizer: Any, args: argparse.Namespace, stream: TextIO) -> str:
+    """Write the prompt (unless ``--no-echo``) and the streamed continuation to ``stream``
+    (section 4's sampling options). Returns the continuation. All argument checks happen
+    before anything is written.
     """
     from tinytrans.generate import stream_generate
 
@@ -152,13 +145,15 @@ def generate_to_stream(
         top_p=args.top_p,
         min_p=args.min_p,
         repetition_penalty=args.repetition_penalty,
-        seed=args.seed if seed == "args" else seed,
+        seed=args.seed,
         use_cache=not args.no_cache,
     )
     if not args.no_echo:
         stream.write(args.prompt)
     text = []
     for piece in pieces:
+        if not isinstance(piece, str):  # only without a tokenizer
+            raise TypeError("generate_to_stream needs a tokenizer to write text")
         stream.write(piece)
         stream.flush()
         text.append(piece)
@@ -168,7 +163,7 @@ def generate_to_stream(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and stream its continuation of ``--prompt`` to stdout."""
+    """Load the model and stream its continuation of ``--prompt`` to stdout (section 4.3)."""
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
@@ -188,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     for index in range(samples):
         seed = None if args.seed is None else args.seed + index
         sys.stdout.write(("\n" if index else "") + sample_header(index, samples, seed))
-        generate_to_stream(model, tokenizer, args, sys.stdout, seed=seed)
+        sample_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        generate_to_stream(model, tokenizer, sample_args, sys.stdout)
     return 0
 
 

@@ -24,7 +24,7 @@ import re
 import tokenize
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +115,25 @@ CONFIG_SECTIONS = ("model", "train", "data")
 
 
 class ConfigFileError(ValueError):
-    """A ``--config`` file that is missing, unreadable or holds an unknown key or a bad value."""
+    """A ``--config`` file that is missing, unreadable or holds an unknown key or a bad value.
+    (Section 3.6.)"""
 
 
-def train_config_class() -> type:
+def train_config_class() -> type[Any]:
     """``TrainConfig``, from the torch-free ``tinytrans.train.config`` module when the training
-    package has one (so ``tinytrans train --help`` stays fast), else from ``tinytrans.train``."""
+    package has one (so ``tinytrans train --help`` stays fast), else from ``tinytrans.train``.
+    (Section 3.6.)"""
     package = Path(__file__).resolve().parent.parent
     if (package / "train" / "config.py").is_file():
         module = importlib.import_module("tinytrans.train.config")
     else:  # pragma: no cover - the single-module layout before tinytrans/train/ existed
         module = importlib.import_module("tinytrans.train")
-    cls: type = module.TrainConfig
+    cls: type[Any] = module.TrainConfig
     return cls
 
 
 def flag_for(name: str) -> str:
-    """The main flag of field ``name`` (``d_model`` -> ``--d-model``)."""
+    """The main flag of field ``name`` (``d_model`` -> ``--d-model``) (section 3.6)."""
     return FLAG_NAMES.get(name, ("--" + name.replace("_", "-"),))[0]
 
 
@@ -139,7 +141,8 @@ _REST_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 
 
 def plain_text(text: str) -> str:
-    """``text`` without reST markup: ``:class:`X``` -> ``X`` and ````x```` -> ``x``."""
+    """``text`` without reST markup: ``:class:`X``` -> ``X`` and ````x```` -> ``x``.
+    (Section 3.6.)"""
     text = _REST_ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], text)
     return " ".join(text.replace("``", "").split())
 
@@ -186,7 +189,7 @@ def _show(value: Any) -> str:
 
 
 def field_help(comment: str, default: Any, *, default_text: str | None = None) -> str:
-    """Help text: the field's comment without markup, then ``(default: X)``."""
+    """Help text: the field's comment without markup, then ``(default: X)`` (section 3.6)."""
     shown = default_text if default_text is not None else _show(default)
     text = plain_text(comment)
     return f"{text} (default: {shown})" if text else f"default: {shown}"
@@ -241,6 +244,7 @@ def add_dataclass_flags(
     default_text: dict[str, str] | None = None,
 ) -> list[str]:
     """Add a flag for every field of dataclass ``cls`` to ``group``; return the field names.
+    (Section 3.6.)
 
     ``defaults`` replaces a field's default in the help text (where the command line's default
     differs from the dataclass's); ``default_text`` replaces the shown default altogether.
@@ -253,8 +257,9 @@ def add_dataclass_flags(
         if f.name in skipped:
             continue
         default: Any = f.default
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        factory = f.default_factory
+        if default is dataclasses.MISSING and callable(factory):
+            default = factory()
         if defaults and f.name in defaults:
             default = defaults[f.name]
         spec = _argument_spec(f.name, hints[f.name])
@@ -268,7 +273,7 @@ def add_dataclass_flags(
 
 
 def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
-    """The fields among ``names`` given on the command line (absent ones were not)."""
+    """The fields among ``names`` given on the command line (absent ones were not) (section 3.6)."""
     values = {}
     for name in names:
         if hasattr(args, name):
@@ -297,7 +302,7 @@ def _load_file(path: Path) -> Any:
 
 
 def read_config_file(
-    path: str | Path, known: dict[str, Iterable[str] | None]
+    path: str | Path, known: Mapping[str, Iterable[str] | None]
 ) -> dict[str, dict[str, Any]]:
     """The ``model``/``train``/``data`` sections of a config file, every key checked.
 

@@ -27,7 +27,8 @@ __all__ = ["add_arguments", "resolve_config", "run", "size_tables", "sizing_summ
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``size`` subcommand's flags: a preset or a config file, then every model field."""
+    """The ``size`` subcommand's flags: a preset or a config file, then every model field.
+    (Section 5.8.)"""
     parser.add_argument(
         "preset",
         nargs="?",
@@ -73,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> ModelConfig:
-    """The model to size: the preset or the config file's model, then the model flags."""
+    """The model to size: the preset or the config file's model, then the model flags.
+    (Section 5.8.)"""
     names = [f.name for f in dataclasses.fields(ModelConfig)]
     flags = given(args, names)
     if args.config is not None:
@@ -105,7 +107,7 @@ def _sizing_precision(name: str) -> tuple[str, str]:
 
 
 def sizing_summary(args: argparse.Namespace) -> Any:
-    """:func:`tinytrans.sizing.summary` of the chosen model and options."""
+    """:func:`tinytrans.sizing.summary` of the chosen model and options (section 5.8)."""
     from tinytrans import sizing
 
     config = resolve_config(args)
@@ -126,7 +128,8 @@ def sizing_summary(args: argparse.Namespace) -> Any:
 
 
 def size_tables(summary: Any) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(title, rows) of each table: parameters, weights per dtype, training memory, summary."""
+    """(title, rows) of each table: parameters, weights per dtype, training memory, summary.
+    (Section 5.8.)"""
     from tinytrans import sizing
 
     breakdown = [
@@ -152,7 +155,7 @@ def _write_tables(tables: list[tuple[str, list[tuple[str, str]]]], stream: TextI
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the tables (or ``--json``) to stdout."""
+    """Print the tables (or ``--json``) to stdout (section 5.8)."""
     summary = sizing_summary(args)
     if args.json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""``tinytrans train``: train a preset on a corpus, writing checkpoints and metrics.
+"""``tinytrans train``: train a preset on a corpus, writing checkpoints and metrics (section 3.6).
 
 Examples::
 
@@ -173,7 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclasses.dataclass
 class RunSpec:
     """What a new run is built from: the model config (its ``vocab_size`` is the tokenizer's
-    once the data is loaded), the ``TrainConfig`` keyword arguments and the data options."""
+    once the data is loaded), the ``TrainConfig`` keyword arguments and the data options.
+    (Section 3.6.)"""
 
     model: ModelConfig
     train: dict[str, Any]
@@ -229,6 +230,7 @@ def _train_values(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, A
 
 def resolve_run(args: argparse.Namespace) -> RunSpec:
     """The configs of a new run: defaults, then the preset, then ``--config``, then the flags.
+    (Section 3.6.)
 
     Raises ``ValueError`` naming the flag or the file's key for a bad value."""
     sections = _config_sections(args)
@@ -280,7 +282,8 @@ def _check_values(values: dict[str, Any], label: Callable[[str], str] = flag_for
 
 
 def check_device(name: str) -> None:
-    """``ValueError`` naming the fix for a device that does not exist on this machine."""
+    """``ValueError`` naming the fix for a device that does not exist on this machine.
+    (Section 3.6.)"""
     import torch
 
     if name == "auto":
@@ -315,7 +318,7 @@ def _main_rank() -> bool:
 
 
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
-    """Refuse to overwrite a run, and check that ``out`` is a folder we can write to.
+    """Refuse to overwrite a run, and check that ``out`` is a folder we can write to (section 3.7).
 
     Returns the previous run's files, which ``--overwrite`` removes (:func:`clear_run`) once
     the new run is set up, so a new run never mixes with an old one's checkpoints."""
@@ -340,7 +343,8 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
 
 
 def clear_run(out: Path, names: list[str]) -> None:
-    """Remove the previous run's files (rank 0 only): ``--overwrite`` after set-up worked."""
+    """Remove the previous run's files (rank 0 only): ``--overwrite`` after set-up worked.
+    (Section 3.7.)"""
     if _main_rank():
         for name in names:
             with contextlib.suppress(FileNotFoundError):
@@ -410,7 +414,8 @@ def _save_data_options(path: Path, options: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0, or 130/143 when interrupted by SIGINT/SIGTERM (after saving)."""
+    """Train; returns 0, or 130/143 when interrupted by SIGINT/SIGTERM (after saving).
+    (Section 3.6.)"""
     import torch
 
     from tinytrans.cli import EXIT_SIGINT, EXIT_SIGTERM

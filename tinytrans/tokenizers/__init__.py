@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tinytrans.tokenizers.base import (
     FORMAT_VERSION,
@@ -84,7 +84,8 @@ __all__ = [
 
 
 def load(path: str | os.PathLike[str]) -> CharTokenizer | BPETokenizer | SentencePieceTokenizer:
-    """Restore a tokenizer written by any ``save`` (a raw ``.model`` file works too)."""
+    """Restore a tokenizer written by any ``save`` (a raw ``.model`` file works too).
+    (Section 2.3.)"""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
@@ -109,7 +110,8 @@ def load(path: str | os.PathLike[str]) -> CharTokenizer | BPETokenizer | Sentenc
 def from_dict(
     d: Any, source: str = "tokenizer"
 ) -> CharTokenizer | BPETokenizer | SentencePieceTokenizer:
-    """A tokenizer from its ``to_dict()`` form, every field checked first (ValueError)."""
+    """A tokenizer from its ``to_dict()`` form, every field checked first (ValueError).
+    (Section 2.3.)"""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in ("char", "bpe", "sentencepiece"):
         raise ValueError(
@@ -173,6 +175,7 @@ def train_tokenizer(
     kind: str, text: str, vocab_size: int | None = None, **kwargs: Any
 ) -> CharTokenizer | BPETokenizer | SentencePieceTokenizer:
     """Train a tokenizer by name: ``"char"``, ``"bpe"``, ``"sp-bpe"`` or ``"sp-unigram"``.
+    (Section 2.6.)
 
     ``vocab_size`` is ignored for ``"char"`` (the alphabet decides it).
     """
@@ -183,7 +186,7 @@ def train_tokenizer(
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size, **kwargs)
     if kind in ("sp-bpe", "sp-unigram"):
-        model_type = kind.removeprefix("sp-")
+        model_type: Literal["unigram", "bpe"] = "unigram" if kind == "sp-unigram" else "bpe"
         return SentencePieceTokenizer.train(text, vocab_size, model_type=model_type, **kwargs)
     raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {TOKENIZER_KINDS}")
 
@@ -217,6 +220,7 @@ def compare_tokenizers(
     val_fraction: float = 0.1,
 ) -> list[dict[str, Any]]:
     """Train each tokenizer kind at each vocabulary size and measure it on held-out text.
+    (Section 2.6.)
 
     ``sample`` is the text to measure on; if ``None``, the last ``val_fraction`` of
     ``text`` is held out and the tokenizers are trained on the rest. ``"char"`` gives one

@@ -43,7 +43,7 @@ SPECIAL_ROLES: dict[str, tuple[str, ...]] = {
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """What every tokenizer in tinytrans provides."""
+    """What every tokenizer in tinytrans provides (section 2.1)."""
 
     bos_id: int | None
     eos_id: int | None

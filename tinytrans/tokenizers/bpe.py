@@ -94,12 +94,13 @@ codecs.register_error(_ERRORS, _decode_error_handler)
 
 
 def pretokenizer_names() -> list[str]:
-    """Names ``pretokenize=`` accepts (besides ``None``, one chunk per line)."""
+    """Names ``pretokenize=`` accepts (besides ``None``, one chunk per line) (section 2.4)."""
     return [*PRETOKENIZERS, *_REGISTERED]
 
 
 def register_pretokenizer(name: str, pattern: str) -> None:
     """Make ``pattern`` (a ``regex`` pattern, from *your code*) usable as ``pretokenize=name``.
+    (Section 2.4.)
 
     Files store the name only; a file naming an unregistered pattern does not load until the
     program that reads it registers the same name. Built-in names cannot be redefined.
@@ -170,13 +171,14 @@ def _merge_symbols(syms: list[int], a: int, b: int, new: int) -> list[int]:
 
 
 class Merge(NamedTuple):
-    """One BPE training step, as passed to ``BPETokenizer.train(callback=...)``."""
+    """One BPE training step, as passed to ``BPETokenizer.train(callback=...)`` (section 2.4)."""
 
     rank: int
     left: int
     right: int
     new_id: int
-    count: int
+    # A field named like tuple.count, a public name since the chapter shows it.
+    count: int  # type: ignore[assignment]
 
 
 class _PairStats:
@@ -201,7 +203,7 @@ class _PairStats:
         heapq.heapify(self.heap)
 
     def best(self) -> tuple[tuple[int, int], int] | None:
-        """The most frequent pair and its count, or ``None`` when no pair is left."""
+        """The most frequent pair and its count, or ``None`` when no pair is left (section 2.4)."""
         heap, counts = self.heap, self.counts
         while heap:
             negc, a, b = heap[0]
@@ -211,7 +213,8 @@ class _PairStats:
         return None
 
     def merge(self, pair: tuple[int, int], new: int) -> None:
-        """Apply ``pair -> new`` to every word containing it and update the statistics."""
+        """Apply ``pair -> new`` to every word containing it and update the statistics.
+        (Section 2.4.)"""
         a, b = pair
         delta: Counter[tuple[int, int]] = Counter()
         for w in sorted(self.where.pop(pair, ())):
@@ -243,7 +246,7 @@ class _PairStats:
 
 
 class BPETokenizer:
-    """Byte-level BPE (Sennrich et al. 2016, GPT-2 flavour), written from scratch.
+    """Byte-level BPE (Sennrich et al. 2016, GPT-2 flavour), written from scratch (section 2.4).
 
     Ids ``0..255`` are the raw bytes, id ``256 + r`` is the token produced by merge rank
     ``r``, and special tokens come last. Text is first cut into chunks by a
@@ -310,7 +313,7 @@ class BPETokenizer:
         callback: Callable[[Merge], None] | None = None,
         verbose: bool = False,
     ) -> BPETokenizer:
-        """Learn ``vocab_size - 256 - len(specials)`` merges from ``text``.
+        """Learn ``vocab_size - 256 - len(specials)`` merges from ``text`` (section 2.4).
 
         Chunks are counted once (each distinct chunk is stored with its frequency), pair
         counts and a pair -> words index are kept, and after each merge only the words
@@ -406,7 +409,7 @@ class BPETokenizer:
 
     def encode(self, text: str, allowed_special: Iterable[str] | Literal["all"] = ()) -> list[int]:
         """Text -> ids. Special strings are recognised only if listed in ``allowed_special``
-        (or ``"all"``); otherwise they are encoded as ordinary text."""
+        (or ``"all"``); otherwise they are encoded as ordinary text (section 2.4)."""
         allowed = set(self.specials) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.specials)
         if unknown:
@@ -425,7 +428,7 @@ class BPETokenizer:
         return out
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The raw bytes of ``ids`` (special tokens as their UTF-8 text)."""
+        """The raw bytes of ``ids`` (special tokens as their UTF-8 text) (section 2.4)."""
         vocab, n = self._vocab, self.vocab_size
         parts = []
         for i in _as_int_list(ids):
@@ -439,24 +442,25 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int], errors: Literal["replace", "strict"] = "replace") -> str:
         """Ids -> text. Invalid UTF-8 (from ids ``encode`` did not produce) becomes U+FFFD,
-        or raises with ``errors="strict"``; lone surrogates always round-trip."""
+        or raises with ``errors="strict"``; lone surrogates always round-trip (section 2.4)."""
         data = self.decode_bytes(ids)
         return data.decode("utf-8", _ERRORS if errors == "replace" else "surrogatepass")
 
     # -- inspection ----------------------------------------------------------------
     def token_bytes(self, i: int) -> bytes:
-        """The bytes token ``i`` stands for."""
+        """The bytes token ``i`` stands for (section 2.4)."""
         return self.decode_bytes([i])
 
     def id_to_piece(self, i: int) -> str:
         """Readable text of token ``i``; bytes that are not whole characters show as
-        ``\\xNN`` escapes."""
+        ``\\xNN`` escapes (section 2.4)."""
         if i in self._id_to_special:
             return self._id_to_special[i]
         return self.token_bytes(i).decode("utf-8", "backslashreplace")
 
     def merge_pieces(self, n: int | None = None) -> list[tuple[str, str, str]]:
-        """The first ``n`` merges (all if ``None``) as ``(left, right, merged)`` text."""
+        """The first ``n`` merges (all if ``None``) as ``(left, right, merged)`` text.
+        (Section 2.4.)"""
         rows = []
         for rank, (a, b) in enumerate(self.merges[:n]):
             rows.append((self.id_to_piece(a), self.id_to_piece(b), self.id_to_piece(256 + rank)))
@@ -482,7 +486,7 @@ class BPETokenizer:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write merges, specials and the pre-tokenizer as JSON (atomically)."""
+        """Write merges, specials and the pre-tokenizer as JSON (atomically) (section 2.4)."""
         return _write_json(path, self.to_dict())
 
     def __repr__(self) -> str:

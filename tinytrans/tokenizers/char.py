@@ -20,7 +20,7 @@ __all__ = ["CharTokenizer"]
 
 
 class CharTokenizer:
-    """One id per character: the sorted alphabet of a corpus, then any special tokens.
+    """One id per character: the sorted alphabet of a corpus, then any special tokens (section 2.3).
 
     Characters get ids ``0 .. n_chars-1`` in sorted order, so the ids of a character model
     trained on a corpus do not depend on which special tokens were added. Special tokens
@@ -70,7 +70,7 @@ class CharTokenizer:
         specials: Sequence[str] = (),
         unknown: Literal["error", "unk"] = "error",
     ) -> CharTokenizer:
-        """Build the vocabulary from the distinct characters of ``text``."""
+        """Build the vocabulary from the distinct characters of ``text`` (section 2.3)."""
         if not text:
             raise ValueError("cannot build a CharTokenizer from empty text")
         return cls(set(text), specials=specials, unknown=unknown)
@@ -82,7 +82,8 @@ class CharTokenizer:
         return len(self._pieces)
 
     def encode(self, text: str) -> list[int]:
-        """Map each character to its id (or to ``<unk>``, or raise -- see ``unknown``)."""
+        """Map each character to its id (or to ``<unk>``, or raise -- see ``unknown``).
+        (Section 2.3.)"""
         stoi = self._stoi
         try:
             return [stoi[c] for c in text]
@@ -100,7 +101,7 @@ class CharTokenizer:
         )
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Join the pieces of ``ids`` (special tokens decode to their own string)."""
+        """Join the pieces of ``ids`` (special tokens decode to their own string) (section 2.3)."""
         pieces, n = self._pieces, len(self._pieces)
         out = []
         for i in _as_int_list(ids):
@@ -128,7 +129,7 @@ class CharTokenizer:
         return cls(d["chars"], specials=d["specials"], unknown=d["unknown"])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the tokenizer as JSON (atomically); restore with :func:`load`."""
+        """Write the tokenizer as JSON (atomically); restore with :func:`load` (section 2.3)."""
         return _write_json(path, self.to_dict())
 
     def __repr__(self) -> str:

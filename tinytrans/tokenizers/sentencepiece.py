@@ -19,7 +19,7 @@ __all__ = ["SentencePieceTokenizer"]
 
 
 class SentencePieceTokenizer:
-    """A ``sentencepiece`` model (unigram or BPE) behind the tinytrans interface.
+    """A ``sentencepiece`` model (unigram or BPE) behind the tinytrans interface (section 2.5).
 
     Training reads the text line by line (each non-empty line is one "sentence").
     SentencePiece is lossy by design in several places, which is worth knowing before
@@ -77,7 +77,7 @@ class SentencePieceTokenizer:
         num_threads: int | None = None,
         **trainer_options: Any,
     ) -> SentencePieceTokenizer:
-        """Train in memory (no files touched) on the lines of ``text``.
+        """Train in memory (no files touched) on the lines of ``text`` (section 2.5).
 
         Special ids default to BOS=0, EOS=1, PAD=2, UNK=3; pass ``None`` to leave out BOS,
         EOS or PAD. Extra keyword arguments go to ``SentencePieceTrainer.train``.
@@ -124,7 +124,7 @@ class SentencePieceTokenizer:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SentencePieceTokenizer:
-        """Load a ``.model`` file written by SentencePiece (or :meth:`save_model`)."""
+        """Load a ``.model`` file written by SentencePiece (or :meth:`save_model`) (section 2.5)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"SentencePiece model file not found: {path}")
@@ -132,7 +132,7 @@ class SentencePieceTokenizer:
 
     @property
     def model_proto(self) -> bytes:
-        """The serialized SentencePiece model (what a ``.model`` file contains)."""
+        """The serialized SentencePiece model (what a ``.model`` file contains) (section 2.5)."""
         return self._proto
 
     @property
@@ -149,7 +149,7 @@ class SentencePieceTokenizer:
         return token_id
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        """Text -> ids, optionally wrapped in BOS/EOS."""
+        """Text -> ids, optionally wrapped in BOS/EOS (section 2.5)."""
         ids: list[int] = [self._required(self.bos_id, "BOS")] if add_bos else []
         eos = self._required(self.eos_id, "EOS") if add_eos else None
         if self.newline_id is None:
@@ -164,7 +164,7 @@ class SentencePieceTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids -> text (BOS/EOS/PAD are dropped, as SentencePiece does)."""
+        """Ids -> text (BOS/EOS/PAD are dropped, as SentencePiece does) (section 2.5)."""
         ids = _as_int_list(ids)
         n = self.vocab_size
         for i in ids:
@@ -186,11 +186,12 @@ class SentencePieceTokenizer:
         return self._sp.id_to_piece(i)
 
     def encode_as_pieces(self, text: str) -> list[str]:
-        """The pieces (with ``▁`` for spaces) ``encode`` would produce."""
+        """The pieces (with ``▁`` for spaces) ``encode`` would produce (section 2.5)."""
         return [self.id_to_piece(i) for i in self.encode(text)]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a JSON file embedding the model proto (base64); restore with :func:`load`."""
+        """Write a JSON file embedding the model proto (base64); restore with :func:`load`.
+        (Section 2.5.)"""
         return _write_json(
             path,
             {
@@ -201,7 +202,7 @@ class SentencePieceTokenizer:
         )
 
     def save_model(self, path: str | os.PathLike[str]) -> Path:
-        """Write the plain ``.model`` file other SentencePiece tools read."""
+        """Write the plain ``.model`` file other SentencePiece tools read (section 2.5)."""
         return atomic_write_bytes(path, self._proto)
 
     def __repr__(self) -> str:
