@@ -132,17 +132,22 @@ def size_tables(summary: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     (Section 5.8.)"""
     from tinytrans import sizing
 
-    breakdown = [
-        (row["component"], f"{sizing.format_count(row['count'])}  {row['share']:6.1%}")
-        for row in summary.breakdown.as_rows()
-    ]
+    breakdown = []
+    for row in summary.breakdown.as_rows():
+        value = f"{sizing.format_count(row['count']):>7}  {row['share']:6.1%}"
+        if row["per_layer"] is not None and row["component"] != "total":
+            value += f"  ({sizing.format_count(row['per_layer'])} per layer, {row['note']})"
+        elif row["note"] and row["component"] != "total":
+            value += f"  ({row['note']})"
+        breakdown.append((row["component"], value))
     weights = [(dtype, sizing.format_bytes(n)) for dtype, n in summary.weights.items()]
     memory = [(kind, sizing.format_bytes(n)) for kind, n in summary.training.as_dict().items() if n]
+    flops = sizing.format_flops(summary.training_flops_per_token)
     return [
         (f"parameters ({summary.config.name})", breakdown),
         ("weights by dtype", weights),
         (f"training memory (batch {summary.batch_size} x {summary.context_length})", memory),
-        ("summary", summary.as_rows()),
+        ("summary", [*summary.as_rows(), ("training FLOPs / token", flops)]),
     ]
 
 

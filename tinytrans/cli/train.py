@@ -448,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     finally:
         cleanup_distributed()
-    if trainer.dist.is_main and config.save_checkpoints:
+    if trainer.dist.is_main:
         _save_data_options(out / "metrics.json", options)
     if metrics["stop_reason"] == "diverged":
         raise ValueError(
