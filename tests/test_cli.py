@@ -246,3 +246,20 @@ def test_generate_num_samples_on_cpu(tmp_path, capsys):
     assert main([*argv, "--device", "cpu"]) == 0
     assert capsys.readouterr().out.strip() == first.strip()
     assert "--device" in _one_error_line(capsys, [*argv, "--device", "tpu"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--positional", "bogus"],
+        ["size", "course", "--d-model", "x"],
+        ["generate", "--max-new-tokens", "x"],
+    ],
+)
+def test_usage_errors_are_one_line_too(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tinytrans {argv[0]}: error: argument")
+    assert lines[0].endswith(f"see tinytrans {argv[0]} --help")

@@ -16,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from tinytrans import __version__
 
@@ -47,10 +47,17 @@ EXIT_SIGTERM = 143
 _EXPLAINED = (ValueError, OSError, ModuleNotFoundError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``tinytrans`` parser; with ``only``, just that command gets its flags (the others
     are listed, so ``tinytrans --help`` needs no command's module) (section 3.6)."""
-    parser = argparse.ArgumentParser(prog="tinytrans", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tinytrans", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinytrans {__version__}")
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
