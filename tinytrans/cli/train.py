@@ -6,6 +6,13 @@ Examples::
     tinytrans train --corpus my_text.txt --tokenizer bpe --vocab-size 1024 --max-steps 2000
     tinytrans train --out runs/shakespeare --resume          # continue from runs/.../last.pt
     torchrun --nproc_per_node 2 -m tinytrans train --max-steps 500 --out runs/ddp
+    tinytrans train --preset course --positional learned --norm layernorm --weight-decay 0
+    tinytrans train --config runs/shakespeare/metrics.json --out runs/again  # repeat a run
+
+Every ``ModelConfig`` and ``TrainConfig`` field is a flag. A new run's settings are layered:
+the defaults, the preset, the ``--config`` file, then the flags given. The data options
+(``--corpus``, ``--tokenizer``, ``--vocab-size``, ``--batch-size``, ...) are saved in the
+run's ``metrics.json`` next to its configs, so ``--config OUT/metrics.json`` rebuilds it.
 
 On resume the model, tokenizer and training settings come from the checkpoint; budget flags
 given on the command line (``--max-steps``/``--max-time``/``--max-tokens``) still apply.
