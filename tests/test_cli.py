@@ -76,7 +76,7 @@ def test_choices_and_types_come_from_the_configs():
 @pytest.mark.parametrize("command", ["train", "generate", "size"])
 def test_help_shows_defaults_and_no_rest_markup(command):
     text = _help(command)
-    assert "``" not in text and not re.search(r":(class|func|data|mod):", text)
+    assert "`" not in text and not re.search(r":(class|func|data|mod):", text)
     for action in _parser(command)._actions:
         if action.option_strings and action.help not in (None, argparse.SUPPRESS):
             if isinstance(action, argparse._StoreTrueAction) or action.dest in ("help", "resume"):

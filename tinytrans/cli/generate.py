@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         metavar="CHECKPOINT",
-        help=f"a checkpoint written by `tinytrans train` (default: the shipped "
+        help=f"a checkpoint written by tinytrans train (default: the shipped "
         f"{DEFAULT_PRETRAINED!r} model)",
     )
     parser.add_argument(
