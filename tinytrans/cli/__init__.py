@@ -59,7 +59,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     are listed, so ``tinytrans --help`` needs no command's module) (section 3.6)."""
     parser = _Parser(prog="tinytrans", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinytrans {__version__}")
-    debug = argparse.ArgumentParser(add_help=False)
+    debug = _Parser(add_help=False)
     debug.add_argument(
         "--debug",
         action="store_true",
