@@ -432,3 +432,29 @@ def test_datamodule_default_corpus(monkeypatch, tmp_path):
     assert dm.corpus_info.plays == ("macbeth",)
     assert dm.corpus_info.path.parent == tmp_path / "corpora"
     assert "MACBETH:" in dm.tokenizer.decode(dm.train_tokens[:20000].tolist())
+
+
+def test_cache_writes_use_the_one_atomic_writer(tmp_path, monkeypatch):
+    import os
+    import warnings
+
+    import tinytrans.files as files
+
+    target = tmp_path / "cache" / "corpus.txt"
+    D._cache_text(target, "caf\u00e9 \ud800")  # a lone surrogate survives, as before
+    assert target.read_text(encoding="utf-8", errors="surrogatepass") == "caf\u00e9 \ud800"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in target.parent.iterdir()) == ["corpus.txt"]
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        D._cache_text(tmp_path / "other" / "corpus.txt", "text")  # carries on
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "(Permission denied)" in messages[0]
+    assert "TINYTRANS_CACHE" in messages[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -22,6 +23,7 @@ from tinytrans.tokenizers import (
     compare_tokenizers,
     load,
 )
+from tinytrans.tokenizers import bpe as bpe_module
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ra", "su", "te", "vo", "an", "el"]
 SYLLABLES += ["or", "is", "th", "qu", "st", "ing", "er", "ed", "ow", "ay"]
@@ -167,7 +169,7 @@ def test_char_surrogates_survive_save(tmp_path):
 
 def naive_bpe(text: str, n_merges: int, pretokenize: str | None = "gpt2") -> list[tuple[int, int]]:
     """Reference BPE: recount every pair from scratch at every step (slow but obvious)."""
-    pattern = T._compile_pattern(pretokenize)
+    pattern = bpe_module._compile_pattern(pretokenize)
     words = [list(w.encode("utf-8", "surrogatepass")) for w in pattern.findall(text)]
     merges: list[tuple[int, int]] = []
     for rank in range(n_merges):
@@ -177,7 +179,7 @@ def naive_bpe(text: str, n_merges: int, pretokenize: str | None = "gpt2") -> lis
         if not counts:
             break
         best = min(counts, key=lambda p: (-counts[p], p))
-        words = [T._merge_symbols(w, *best, 256 + rank) for w in words]
+        words = [bpe_module._merge_symbols(w, *best, 256 + rank) for w in words]
         merges.append(best)
     return merges
 
@@ -262,7 +264,7 @@ T.register_pretokenizer("test-grouped", r"(\w)\w*|\b")
 @given(st.text())
 def test_pretokenizer_chunks_tile_the_text(text):
     for name in ("gpt2", "lines", "words", "test-digits", "test-empty-or-x", "test-groups"):
-        assert "".join(T._split(T._compile_pattern(name), text)) == text
+        assert "".join(bpe_module._split(bpe_module._compile_pattern(name), text)) == text
 
 
 def test_bpe_custom_pattern_round_trip_and_save(tmp_path):
@@ -447,3 +449,42 @@ def test_compare_tokenizers_rows():
 def test_compare_tokenizers_with_sample():
     rows = compare_tokenizers(TEXT, [300], sample=make_text(20, seed=1), kinds=["bpe"])
     assert len(rows) == 1 and rows[0]["n_chars"] == len(make_text(20, seed=1))
+
+
+# ----------------------------------------------------------------------------- file format
+
+#: What ``save`` wrote before tokenizers.py became a package: the split must not change a byte.
+FORMAT_TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler \u00e9\n" * 3
+CHAR_FILE = b'{"type": "char", "format": 1, "chars": ["\\n", " ", "\'", ",", ".", ":", "T", "W", "a", "b", "e", "h", "i", "l", "n", "o", "q", "r", "s", "t", "u", "\\u00e9"], "specials": ["<eos>"], "unknown": "error"}'
+BPE_FILE = b'{"type": "bpe", "format": 1, "pretokenize": "gpt2", "merges": [[32, 116], [104, 101], [32, 98], [32, 110], [105, 115], [258, 101], [259, 111], [32, 39], [32, 111], [32, 113], [32, 195], [32, 260], [84, 111], [87, 257]], "merge_counts": [9, 9, 6, 6, 6, 6, 6, 3, 3, 3, 3, 3, 3, 3], "specials": []}'
+
+
+def test_saved_files_are_byte_identical_to_the_pre_split_format(tmp_path):
+    char = CharTokenizer.train(FORMAT_TEXT, specials=["<eos>"])
+    assert char.save(tmp_path / "c.json").read_bytes() == CHAR_FILE
+    bpe_tok = BPETokenizer.train(FORMAT_TEXT, 270)
+    assert bpe_tok.save(tmp_path / "b.json").read_bytes() == BPE_FILE
+    sp = T.train_tokenizer("sp-bpe", FORMAT_TEXT * 20, 60)
+    assert isinstance(sp, SentencePieceTokenizer)
+    payload = {
+        "type": "sentencepiece",
+        "format": 1,
+        "model_proto_base64": base64.b64encode(sp.model_proto).decode("ascii"),
+    }
+    expected = json.dumps(payload, ensure_ascii=True).encode("ascii")
+    assert sp.save(tmp_path / "s.json").read_bytes() == expected
+    assert sp.save_model(tmp_path / "s.model").read_bytes() == sp.model_proto
+    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_saving_goes_through_the_one_atomic_writer(tmp_path, monkeypatch):
+    import tinytrans.files as files
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    with pytest.raises(files.AtomicWriteError, match="cannot write"):
+        CharTokenizer.train("abc").save(tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()

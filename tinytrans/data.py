@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tinytrans.files import apply_umask, atomic_write_text
 from tinytrans.tokenizers import Tokenizer, train_tokenizer
 
 __all__ = [
@@ -95,37 +96,16 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "tinytrans"
 
 
-def _umask_mode(path: str | os.PathLike[str]) -> None:
-    """The permissions a normally created file gets (``mkstemp`` makes them 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="", errors="surrogatepass") as f:
-            f.write(text)
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _cache_text(path: Path, text: str) -> None:
     """Cache ``text`` at ``path`` if the cache folder is writable; carry on without it if not."""
     try:
-        _atomic_write_text(path, text)
-    except OSError as err:
+        atomic_write_text(path, text)
+    except OSError as err:  # tinytrans.files.AtomicWriteError included
         import warnings
 
+        reason = getattr(err.__cause__, "strerror", None) or err.strerror or err
         warnings.warn(
-            f"could not cache {path.name} in {path.parent} ({err.strerror or err}); the corpus "
+            f"could not cache {path.name} in {path.parent} ({reason}); the corpus "
             "is rebuilt each time -- set TINYTRANS_CACHE to a writable folder to keep it",
             stacklevel=3,
         )
@@ -614,7 +594,7 @@ def download(
                 f"sha256 mismatch for {url}: expected {sha256}, got {digest}; "
                 "the file was deleted -- check the URL and the expected hash"
             )
-        _umask_mode(tmp)
+        apply_umask(tmp)
         if not complete and sha256 is None:
             # Usable now, never reused: the next call downloads it again.
             unverified = path.with_name(path.name + ".unverified")

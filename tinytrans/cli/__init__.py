@@ -1,7 +1,8 @@
-"""The ``tinytrans`` command line: ``tinytrans train ...`` and ``tinytrans generate ...``.
+"""The ``tinytrans`` command line: ``tinytrans train``, ``generate`` and ``size`` (section 3.6).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
-they are imported lazily so ``tinytrans --help`` stays fast.
+only the chosen command's flags are built, and torch is imported only to run a command, so
+``tinytrans --help`` and every ``tinytrans COMMAND --help`` stay fast.
 
 Every failure is one line on stderr -- ``tinytrans COMMAND: error: <problem>; <fix>`` -- and
 exit code 2. ``--debug`` (or ``TINYTRANS_DEBUG=1``) shows the traceback instead. An
@@ -15,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from tinytrans import __version__
 
@@ -33,6 +34,7 @@ __all__ = [
 COMMANDS = {
     "train": ("tinytrans.cli.train", "train a model on a corpus and write checkpoints"),
     "generate": ("tinytrans.cli.generate", "generate text from a checkpoint (streams)"),
+    "size": ("tinytrans.cli.size", "size a model: parameters, memory, FLOPs, tokens (chapter 5)"),
 }
 #: Environment variable that turns on ``--debug`` (tracebacks instead of one-line errors).
 DEBUG_ENV = "TINYTRANS_DEBUG"
@@ -45,10 +47,19 @@ EXIT_SIGTERM = 143
 _EXPLAINED = (ValueError, OSError, ModuleNotFoundError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinytrans", description=__doc__.splitlines()[0])
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``tinytrans`` parser; with ``only``, just that command gets its flags (the others
+    are listed, so ``tinytrans --help`` needs no command's module) (section 3.6)."""
+    parser = _Parser(prog="tinytrans", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tinytrans {__version__}")
-    debug = argparse.ArgumentParser(add_help=False)
+    debug = _Parser(add_help=False)
     debug.add_argument(
         "--debug",
         action="store_true",
@@ -58,11 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text, parents=[debug])
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(_run=module.run)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is one), or ``None``."""
+    return next((word for word in argv if word in COMMANDS), None)
 
 
 def _debugging(args: argparse.Namespace | None) -> bool:
@@ -71,7 +88,7 @@ def _debugging(args: argparse.Namespace | None) -> bool:
 
 
 def error_line(command: str, error: BaseException) -> str:
-    """The one line printed for ``error``: the problem and, where known, the fix."""
+    """The one line printed for ``error``: the problem and, where known, the fix (section 3.6)."""
     text = " ".join(str(error).split()) if str(error).strip() else ""
     if isinstance(error, MemoryError):
         text = "out of memory; use a smaller model, --batch-size or --context-length"
@@ -102,7 +119,9 @@ def _redeliver_lost_interrupt(unraisable: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = _redeliver_lost_interrupt
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(words)
+    args = build_parser(only=command or "").parse_args(words)
     if _debugging(args):
         return int(args._run(args) or 0)
     try:
