@@ -92,17 +92,9 @@ def resolve_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def _sizing_precision(name: str) -> tuple[str, str]:
-    """(dtype of the stored numbers, recipe name ``sizing.summary`` accepts) for ``name``."""
-    import typing
-
-    from tinytrans import sizing
-
+    """(dtype of the stored numbers, canonical recipe name) for ``name`` (section 5.4)."""
     recipe = get_precision(canonical_precision(name))
     dtype = recipe.weights if recipe.autocast is None else recipe.compute
-    if "mixed" in typing.get_args(getattr(sizing, "Precision", None)):
-        # sizing before it took tinytrans.precision's names (fp32 | mixed | bf16)
-        older = {"fp32": "fp32", "bf16-true": "bf16"}
-        return dtype, older.get(recipe.name, "mixed")
     return dtype, recipe.name
 
 
@@ -120,7 +112,7 @@ def sizing_summary(args: argparse.Namespace) -> Any:
         config,
         batch_size=args.batch_size,
         dtype=dtype,
-        precision=precision,  # type: ignore[arg-type]  # the name sizing's version takes
+        precision=precision,
         tokens=args.tokens,
         peak_tflops=args.peak_tflops,
         mfu=args.mfu,
