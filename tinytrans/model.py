@@ -13,7 +13,7 @@ C = d_model, H = query heads, K = key/value heads, D = head dimension, V = vocab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ __all__ = [
     "preset_names",
     "rotate_half",
     "sinusoidal_table",
+    "validate_ids",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -128,11 +129,20 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
         self._cache_len = length
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads."""
-        needed = int(positions.max()) + 1 if positions.numel() else 0
-        if needed > self._cache_len:
-            self._build(max(needed, 2 * self._cache_len))
+    def forward(
+        self, positions: torch.Tensor, length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads (section 1.4).
+
+        ``length``: a bound, known on the host, with every position ``< length``; the tables
+        grow to it (doubling) when they are too short. The model passes its sequence length,
+        so the hot path never reads a position back from the device. Without it the bound is
+        read from ``positions`` (one device-to-host sync), for standalone use.
+        """
+        if length is None:
+            length = int(positions.max()) + 1 if positions.numel() else 0
+        if length > self._cache_len:
+            self._build(max(length, 2 * self._cache_len))
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D) or (B, T, D)
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
@@ -418,6 +428,10 @@ class TinyTransformer(nn.Module):
         padding, S = cached + new positions (left padding for batched prompts).
         ``position_ids``: (B, T) or (T,) absolute positions, by default counted from the cache.
         Targets equal to -100 are ignored by the loss.
+
+        Only shapes and dtypes are checked here: checking token values would read the device
+        back on every call (a sync on a GPU, a graph break under ``torch.compile``). Ids are
+        checked where they enter (prompts, datasets, :meth:`validate_inputs`, :func:`validate_ids`).
         """
         self._check_input(idx, targets, cache)
         B, T = idx.shape
@@ -431,7 +445,9 @@ class TinyTransformer(nn.Module):
         x = self.tok_emb(idx)  # (B,T,C)
         if self.config.positional in ("learned", "sinusoidal"):
             x = x + self.pos_emb(position_ids)
-        rope = self.rope(position_ids) if self.config.positional == "rope" else None
+        # Every position is < past + T (default positions count from the cache; batched
+        # callers count real tokens only), a bound known here without reading the device.
+        rope = self.rope(position_ids, past + T) if self.config.positional == "rope" else None
         x = self.drop(x)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and cache is None:
@@ -463,6 +479,28 @@ class TinyTransformer(nn.Module):
             scores=[c["scores"] for c in capture],
         )
 
+    def validate_inputs(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Check the *values* :meth:`forward` trusts, once, where they enter (section 1.12).
+
+        Token ids and targets must lie in ``[0, vocab_size)`` (targets may be -100, ignored),
+        position ids must be ``>= 0`` and, for learned or sinusoidal tables, ``< context_length``.
+        Each check reads the device back once; call it on data you did not make with the
+        model's own tokenizer, not inside a decoding or training loop.
+        """
+        vocab = self.config.vocab_size
+        validate_ids(idx, vocab, hint="Is the tokenizer's vocab_size equal to the model's?")
+        if targets is not None:
+            validate_ids(targets, vocab, name="targets", ignore_index=-100)
+        if position_ids is not None:
+            tables = self.config.positional in ("learned", "sinusoidal")
+            limit = self.config.context_length if tables else None
+            validate_ids(position_ids, limit, name="position_ids")
+
     def _attention_mask(self, B, T, past, attention_mask, device, cache) -> torch.Tensor | None:
         """Boolean (B or 1, 1, T, S) mask, or None when the fused causal kernel suffices."""
         S = past + T
@@ -489,12 +527,6 @@ class TinyTransformer(nn.Module):
             raise ValueError("idx must be a (batch, time) tensor of token ids.")
         if idx.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int64):
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}.")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"token ids must be in [0, {self.config.vocab_size}); got range "
-                f"[{int(idx.min())}, {int(idx.max())}]. Is the tokenizer's vocab_size "
-                f"equal to the model's?"
-            )
         total = idx.shape[1] + (cache.length if cache is not None else 0)
         if (
             self.config.positional in ("learned", "sinusoidal")
@@ -509,15 +541,8 @@ class TinyTransformer(nn.Module):
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}."
             )
-        if targets is not None and targets.numel():
-            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-                raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
-            real = targets[targets != -100]
-            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.config.vocab_size):
-                raise ValueError(
-                    f"targets must be token ids in [0, {self.config.vocab_size}) or -100 (ignored); "
-                    f"got range [{int(real.min())}, {int(real.max())}]."
-                )
+        if targets is not None and (targets.dtype.is_floating_point or targets.dtype == torch.bool):
+            raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
         if cache is not None and cache.batch_size != idx.shape[0]:
             raise ValueError(
                 f"the KV cache holds {cache.batch_size} sequences but idx has {idx.shape[0]}; "
@@ -531,18 +556,40 @@ class TinyTransformer(nn.Module):
             raise ValueError(
                 f"position_ids must have shape ({T},) or ({B}, {T}), got {tuple(position_ids.shape)}."
             )
-        if position_ids.numel() and int(position_ids.min()) < 0:
-            raise ValueError(f"position_ids must be >= 0, got {int(position_ids.min())}.")
-        learned = self.config.positional in ("learned", "sinusoidal")
-        if (
-            learned
-            and position_ids.numel()
-            and int(position_ids.max()) >= self.config.context_length
-        ):
-            raise ValueError(
-                f"position_ids must be < context_length {self.config.context_length}, "
-                f"got {int(position_ids.max())}."
-            )
+
+
+def validate_ids(
+    ids: torch.Tensor | Sequence[int],
+    vocab_size: int | None,
+    *,
+    name: str = "token ids",
+    ignore_index: int | None = None,
+    hint: str = "",
+) -> None:
+    """Raise one clear ``ValueError`` if any of ``ids`` lies outside ``[0, vocab_size)`` (section 1.3).
+
+    An embedding lookup is a row index, so an id outside the table is a crash on the CPU and
+    a device-side assert on a GPU. :meth:`TinyTransformer.forward` does not check (that would
+    be a host sync per call); check once where ids enter with this function.
+    ``vocab_size=None`` checks only ``>= 0``; ``ignore_index`` values are skipped.
+    """
+    values = torch.as_tensor(ids)
+    if not values.numel():
+        return
+    if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
+        raise ValueError(f"{name} must be integers, got dtype {values.dtype}.")
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    if not values.numel():
+        return
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and (vocab_size is None or high < vocab_size):
+        return
+    allowed = ">= 0" if vocab_size is None else f"in [0, {vocab_size})"
+    ignored = f" or {ignore_index} (ignored)" if ignore_index is not None else ""
+    raise ValueError(
+        f"{name} must be {allowed}{ignored}; got range [{low}, {high}]. {hint}".rstrip()
+    )
 
 
 @contextmanager
