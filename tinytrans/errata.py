@@ -20,6 +20,7 @@ import torch
 
 from tinytrans import sizing as S
 from tinytrans import train as T
+from tinytrans.evaluate import perplexity_from_loss
 from tinytrans.model import ModelConfig
 
 __all__ = [
@@ -823,7 +824,7 @@ def _seed003() -> list[SeedCheck]:
                 f"perplexity, N = 40M, D = {S.format_count(tokens)}",
                 f"~{ppl}",
                 ppl,
-                S.perplexity(predicted),
+                perplexity_from_loss(predicted),
                 "x",
                 1,
                 "exp of the seed's own loss matches its perplexity; the loss is off.",

@@ -59,7 +59,6 @@ __all__ = [
     "loss_optimal",
     "measured_activation_bytes",
     "parameter_breakdown",
-    "perplexity",
     "summary",
     "tokens_per_second",
     "training_flops",
@@ -760,11 +759,6 @@ def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> Compu
 def uniform_loss(vocab_size: int) -> float:
     """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)."""
     return math.log(vocab_size)
-
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)``: the effective number of equally likely next tokens."""
-    return math.exp(loss)
 
 
 # --------------------------------------------------------------------------------------------

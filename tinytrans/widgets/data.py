@@ -36,7 +36,7 @@ __all__ = [
     "capture_attention",
     "display_piece",
     "encodable_prompts",
-    "encode_prompt",
+    "encode_first_tokens",
     "entropy_nats",
     "greedy_path",
     "head_statistics",
@@ -145,8 +145,11 @@ class AttentionRecord:
         return source[layer, int(head)]
 
 
-def encode_prompt(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
-    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T)."""
+def encode_first_tokens(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T).
+
+    Not a generation prompt (that is :func:`tinytrans.generate.encode_prompt`): the text to
+    draw attention maps of, in section 1.13."""
     ids = list(tokenizer.encode(text))[:max_tokens]
     if not ids:
         raise ValueError(f"prompt {text!r} encodes to no tokens.")
@@ -177,7 +180,7 @@ def capture_attention(
 ) -> AttentionRecord:
     """Weights, scores and per-head statistics of ``model`` on ``text`` (first ``max_tokens``)."""
     limit = min(max_tokens, model.config.context_length)
-    ids = encode_prompt(tokenizer, text, limit)
+    ids = encode_first_tokens(tokenizer, text, limit)
     weights, scores = _run_attention(model, torch.tensor([ids]))
     weights, scores = weights[:, 0], scores[:, 0]
     stats = head_statistics(weights)
