@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinytrans.model import eval_mode, validate_ids
+from tinytrans.model import TinyTransformer, eval_mode, validate_ids
 
 __all__ = [
     "estimate_loss",
@@ -98,7 +98,7 @@ def perplexity_from_loss(loss: float) -> float:
 
 @torch.no_grad()
 def perplexity(
-    model: nn.Module,
+    model: TinyTransformer,
     token_ids: Sequence[int] | torch.Tensor,
     *,
     stride: int,
@@ -113,12 +113,12 @@ def perplexity(
     defaults to the model's. The ids are checked against the model's vocabulary once.
     """
     ids = _as_tensor(token_ids)
-    context_length = context_length or model.config.context_length
+    window = context_length or model.config.context_length
     validate_ids(ids, model.config.vocab_size)
     device = _model_device(model)
     total_nll, total_count = 0.0, 0
     with eval_mode(model):
-        for group in _batched(sliding_windows(ids.numel(), context_length, stride), batch_size):
+        for group in _batched(sliding_windows(ids.numel(), window, stride), batch_size):
             x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
             y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in group]).to(device)
             for row, (b, e, n_scored) in enumerate(group):

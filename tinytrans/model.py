@@ -13,10 +13,10 @@ C = d_model, H = query heads, K = key/value heads, D = head dimension, V = vocab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,8 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sinusoidal table; no parameters, works for any position < max_len."""
 
+    table: torch.Tensor
+
     def __init__(self, context_length: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("table", sinusoidal_table(context_length, dim), persistent=False)
@@ -113,6 +115,10 @@ class RotaryEmbedding(nn.Module):
 
     Uses the "rotate half" pairing (dimension i with i + D/2), as Llama and GPT-NeoX do.
     """
+
+    inv_freq: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
 
     def __init__(self, head_dim: int, context_length: int, theta: float = 10000.0) -> None:
         super().__init__()
@@ -358,6 +364,7 @@ class TinyTransformer(nn.Module):
         config.validate()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb: nn.Module
         if config.positional == "learned":
             self.pos_emb = nn.Embedding(config.context_length, config.d_model)
         elif config.positional == "sinusoidal":
@@ -375,7 +382,7 @@ class TinyTransformer(nn.Module):
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers).
         residual_std = 0.02 / math.sqrt(2 * config.n_layers)
-        for block in self.blocks:
+        for block in cast(Iterable[TransformerBlock], self.blocks):
             nn.init.normal_(block.attn.o_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.ffn.down_proj.weight, mean=0.0, std=residual_std)
 
@@ -395,7 +402,7 @@ class TinyTransformer(nn.Module):
         if exclude_embeddings:
             total -= self.tok_emb.weight.numel()
             if self.config.positional == "learned":
-                total -= self.pos_emb.weight.numel()
+                total -= sum(p.numel() for p in self.pos_emb.parameters())
         return total
 
     @property

@@ -101,7 +101,11 @@ def _beam_loop(
         total = live_logp[:, None] + logits[:, -1].float().log_softmax(-1)  # (beams, V)
         vocab = total.shape[-1]
         top = total.flatten().topk(min(total.numel(), 2 * num_beams))
-        parents, tokens, new_ids, new_logp, candidates = [], [], [], [], []
+        parents: list[int] = []
+        tokens: list[int] = []
+        new_ids: list[list[int]] = []
+        new_logp: list[float] = []
+        candidates: list[BeamCandidate] = []
         for value, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             parent, token = divmod(index, vocab)
             ids = [*live_ids[parent], token]
@@ -112,8 +116,10 @@ def _beam_loop(
                 finished.append(Beam(ids, score, value, finished=True))
             elif len(new_ids) < num_beams:
                 status = "kept"
-                parents.append(parent), tokens.append(token)
-                new_ids.append(ids), new_logp.append(value)
+                parents.append(parent)
+                tokens.append(token)
+                new_ids.append(ids)
+                new_logp.append(value)
             candidates.append(BeamCandidate(parent, token, ids, value, score, status))
         tree.steps.append(candidates)
         tree.expanded.append(total.numel())

@@ -208,7 +208,7 @@ def _seen_mask(logits: torch.Tensor, previous_ids: PreviousIds) -> torch.Tensor:
     elif rows > 1 or (len(previous_ids) and not isinstance(previous_ids[0], int)):
         per_row = [list(row) for row in previous_ids]  # type: ignore[arg-type]  # rows of ids
     else:
-        per_row = [list(previous_ids)]  # type: ignore[arg-type]  # one flat id list
+        per_row = [list(previous_ids)]  # one flat id list
     if len(per_row) != rows:
         raise ValueError(f"previous_ids has {len(per_row)} rows but logits have {rows}.")
     flat = seen.view(rows, -1)
