@@ -67,7 +67,7 @@ __all__ = [
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias."""
+    """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias (section 1.9)."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -81,14 +81,14 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
-    """LayerNorm (scale and bias) or RMSNorm (scale only), as the config says."""
+    """LayerNorm (scale and bias) or RMSNorm (scale only), as the config says (section 1.9)."""
     if config.norm == "rmsnorm":
         return RMSNorm(config.d_model, config.norm_eps)
     return nn.LayerNorm(config.d_model, eps=config.norm_eps)
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim)."""
+    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim) (section 1.4)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
@@ -98,7 +98,7 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len."""
+    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len (section 1.4)."""
 
     table: torch.Tensor
 
@@ -111,7 +111,8 @@ class SinusoidalPositions(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq.
+    """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq
+    (section 1.4).
 
     Uses the "rotate half" pairing (dimension i with i + D/2), as Llama and GPT-NeoX do.
     """
@@ -156,17 +157,18 @@ class RotaryEmbedding(nn.Module):
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(a, b) -> (-b, a)`` on the two halves of the last dimension (section 1.4)."""
     first, second = x.chunk(2, dim=-1)
     return torch.cat([-second, first], dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, heads, T, D) queries or keys by their positions' angles."""
+    """Rotate (B, heads, T, D) queries or keys by their positions' angles (section 1.4)."""
     return (x * cos + rotate_half(x) * sin).type_as(x)
 
 
 class KVCache:
-    """Preallocated keys and values for incremental decoding.
+    """Preallocated keys and values for incremental decoding (section 4.6).
 
     ``keys[i]``/``values[i]`` are (B, K, max_len, D) for layer i; ``length`` counts the positions
     filled so far. The model writes new keys at ``[length, length + T)`` in every layer and then
@@ -191,12 +193,13 @@ class KVCache:
 
     @property
     def batch_size(self) -> int:
+        """Sequences the cache holds (section 4.6)."""
         return self.keys[0].shape[0]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, K, T, D) new keys/values for ``layer``; return all keys/values so far."""
+        """Store (B, K, T, D) new keys/values for ``layer``; return all keys/values so far (section 4.6)."""
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(
@@ -208,23 +211,27 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more filled positions, once per forward pass (section 4.6)."""
         self.length += n
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows ``index`` (for beam search and for dropping finished requests)."""
+        """Keep batch rows ``index`` (beam search, section 4.4; finished requests, section 4.7)."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
 
     def crop(self, length: int) -> None:
-        """Forget positions >= ``length`` (speculative decoding rolls back rejected drafts)."""
+        """Forget positions >= ``length`` (speculative decoding rolls back rejected drafts,
+        section 4.8)."""
         self.length = min(self.length, length)
 
     def nbytes(self) -> int:
+        """Bytes of every key and value tensor (section 4.6)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA).
+    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA; sections 1.5
+    and 1.7).
 
     Two paths compute the same thing: ``F.scaled_dot_product_attention`` for speed, and an
     explicit ``softmax(QK^T / sqrt(D) + mask) V`` that can hand back the attention weights.
@@ -293,7 +300,7 @@ class CausalSelfAttention(nn.Module):
 def causal_mask(
     T: int, S: int, past: int | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s."""
+    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s (section 1.6)."""
     past = S - T if past is None else past
     rows = torch.arange(T, device=device)[:, None] + past
     cols = torch.arange(S, device=device)[None, :]
@@ -301,7 +308,7 @@ def causal_mask(
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x))."""
+    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (section 1.8)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -324,7 +331,8 @@ class FeedForward(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Attention then feed-forward, each in a residual branch with its norm before (pre-norm,
-    GPT-2/Llama) or after the residual sum (post-norm, the original Transformer)."""
+    GPT-2/Llama) or after the residual sum (post-norm, the original Transformer;
+    section 1.10)."""
 
     def __init__(self, config: ModelConfig, layer_index: int = 0) -> None:
         super().__init__()
@@ -349,7 +357,7 @@ class TransformerBlock(nn.Module):
 
 @dataclass
 class AttentionCapture:
-    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors."""
+    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors (section 1.13)."""
 
     logits: torch.Tensor
     weights: list[torch.Tensor]
@@ -357,7 +365,7 @@ class AttentionCapture:
 
 
 class TinyTransformer(nn.Module):
-    """A decoder-only language model built from a :class:`ModelConfig`."""
+    """A decoder-only language model built from a :class:`ModelConfig` (section 1.12)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -397,7 +405,7 @@ class TinyTransformer(nn.Module):
 
     # -- bookkeeping --------------------------------------------------------------------------
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Unique trainable numbers (a tied head counts once)."""
+        """Unique trainable numbers (a tied head counts once; section 1.11)."""
         total = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             total -= self.tok_emb.weight.numel()
@@ -407,12 +415,13 @@ class TinyTransformer(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the weights."""
         return self.tok_emb.weight.device
 
     def new_cache(
         self, batch_size: int = 1, max_len: int | None = None, dtype: torch.dtype | None = None
     ) -> KVCache:
-        """An empty :class:`KVCache` on the model's device for incremental decoding."""
+        """An empty :class:`KVCache` on the model's device for incremental decoding (section 4.6)."""
         return KVCache(
             self.config, batch_size, max_len, self.device, dtype or self.tok_emb.weight.dtype
         )
@@ -428,7 +437,8 @@ class TinyTransformer(nn.Module):
         position_ids: torch.Tensor | None = None,
         capture: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids ``idx`` (B, T) and, given targets, the mean loss.
+        """Logits (B, T, V) for token ids ``idx`` (B, T) and, given targets, the mean loss
+        (section 1.12).
 
         ``cache``: decode incrementally; ``idx`` holds only the new tokens, positions continue
         from ``cache.length``. ``attention_mask``: (B, S) with 1 for real tokens and 0 for
@@ -476,7 +486,7 @@ class TinyTransformer(nn.Module):
     def attention_maps(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> AttentionCapture:
-        """Run the explicit attention path and return every layer's weights and raw scores."""
+        """Run the explicit attention path and return every layer's weights and raw scores (section 1.13)."""
         capture: list[dict[str, torch.Tensor]] = []
         with torch.no_grad():
             logits, _ = self(idx, attention_mask=attention_mask, capture=capture)
@@ -612,7 +622,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def build_model(config: ModelConfig | str, **overrides: Any) -> TinyTransformer:
-    """A model from a config or a preset name (with optional overrides)."""
+    """A model from a config or a preset name (with optional overrides; section 1.12)."""
     if isinstance(config, str):
         config = ModelConfig.preset(config, **overrides)
     elif overrides:

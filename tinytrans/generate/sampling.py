@@ -304,7 +304,7 @@ class DistributionStage:
 
     @property
     def num_kept(self) -> int:
-        """How many tokens this stage leaves."""
+        """How many tokens this stage leaves (section 4.5)."""
         return int(self.kept.sum())
 
 
@@ -317,12 +317,12 @@ class StepDistributions:
 
     @property
     def final(self) -> DistributionStage:
-        """The distribution the token is drawn from."""
+        """The distribution the token is drawn from (section 4.5)."""
         return list(self.stages.values())[-1]
 
     @property
     def names(self) -> list[str]:
-        """The stage names, in pipeline order."""
+        """The stage names, in pipeline order (section 4.5)."""
         return list(self.stages)
 
     def __getitem__(self, name: str) -> DistributionStage:

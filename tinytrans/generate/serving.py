@@ -87,7 +87,7 @@ class ContinuousBatcher:
 
     # -- requests -------------------------------------------------------------------------
     def submit(self, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int) -> int:
-        """Queue a request; returns its id (the key of :attr:`results`)."""
+        """Queue a request; returns its id (the key of :attr:`results`; section 4.7)."""
         _check_max_new_tokens(max_new_tokens)
         ids = _prompt_ids(self.model, prompt_ids)
         if len(ids) + max_new_tokens > self.max_len:
@@ -104,18 +104,19 @@ class ContinuousBatcher:
 
     @property
     def busy(self) -> bool:
-        """True while a request is queued or decoding."""
+        """True while a request is queued or decoding (section 4.7)."""
         return bool(self.queue) or any(s is not None for s in self.slots)
 
     def run(self) -> dict[int, list[int]]:
-        """Step until every submitted request has finished; returns ``results``."""
+        """Step until every submitted request has finished; returns ``results`` (section 4.7)."""
         while self.busy:
             self.step()
         return self.results
 
     # -- one scheduler step ---------------------------------------------------------------
     def step(self) -> list[tuple[int, int]]:
-        """Admit queued requests into free slots, then decode one token for every busy slot.
+        """Admit queued requests into free slots, then decode one token for every busy slot
+        (section 4.7).
 
         Returns the (request_id, token) pairs produced in this step.
         """

@@ -29,10 +29,12 @@ class SpeculativeResult:
 
     @property
     def acceptance_rate(self) -> float:
+        """Share of the drafted tokens the target accepted (section 4.8)."""
         return self.accepted / self.drafted if self.drafted else 0.0
 
     @property
     def tokens_per_target_call(self) -> float:
+        """New tokens per target forward pass: the speed-up's upper bound (section 4.8)."""
         return len(self.ids) / self.target_calls if self.target_calls else 0.0
 
 
