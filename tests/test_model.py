@@ -468,8 +468,11 @@ def test_forward_compiles_to_one_graph_without_host_syncs(positional):
         expected, expected_loss = model(x, y)
         assert torch.allclose(logits, expected) and torch.allclose(loss, expected_loss)
         cache = model.new_cache(2, 16)
-        compiled(x, cache=cache)  # prefill into the cache, then one decoding step
-        step, _ = compiled(x[:, :1], cache=cache, position_ids=torch.tensor([[8], [8]]))
+        compiled(x, cache=cache)  # prefill into the cache, then one batched decoding step
+        mask = torch.ones(2, 9, dtype=torch.long)
+        mask[1, :3] = 0  # the second row is left padded, as generate_batch makes it
+        position = torch.tensor([[8], [5]])
+        step, _ = compiled(x[:, :1], cache=cache, attention_mask=mask, position_ids=position)
         assert cache.length == 9 and step.shape == (2, 1, TINY["vocab_size"])
 
 

@@ -536,7 +536,8 @@ class TinyTransformer(nn.Module):
         mask = causal_mask(T, S, past, device)[None, None] & keep  # (B,1,T,S)
         # A query that is itself padding would see nothing; let it see itself to avoid NaNs.
         diagonal = torch.zeros_like(mask)
-        diagonal[..., torch.arange(T), past + torch.arange(T)] = True
+        steps = torch.arange(T, device=device)  # on the device: no host-to-device index copy
+        diagonal[..., steps, past + steps] = True
         return mask | (diagonal & ~keep[..., past:].transpose(-1, -2))
 
     def _check_input(self, idx, targets, cache) -> None:
