@@ -19,6 +19,13 @@ import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
+#: The FLOP count behind every MFU the benchmarks report: chapter 5's, from tinytrans.sizing.
+FLOPS_CONVENTION = (
+    "tinytrans.sizing.training_flops_per_token (chapter 5): 3 x (2 N_matmul + 2 L T d) per "
+    "token; N_matmul = block parameters + final norm + the d x V head; attention charged for "
+    "the causal half of the T x T square (attention='full' would add PaLM's other half)"
+)
+
 
 def machine_info() -> dict[str, Any]:
     """The facts a reader needs to compare a report with their own machine."""

@@ -5,8 +5,9 @@ Each case builds a tinytrans model, copies its exact weights into the Hugging Fa
 AdamW update) on identical batches. The two models (and a 1024^3 fp32 matmul that measures
 the machine's peak) alternate within every round, so background load hits them alike; we
 report medians, the ratio tinytrans/peer (> 1 means tinytrans is faster) and model FLOP
-utilisation (MFU): training FLOPs per token = 6 N (N = weights of every Linear, the head
-included) + 12 L d T (attention scores and values, PaLM's convention), over the peak.
+utilisation (MFU): chapter 5's training FLOPs per token
+(``tinytrans.sizing.training_flops_per_token`` at the batch's sequence length: 3 x (2 N_matmul
++ 2 L T d), attention charged for its causal half), over the peak.
 
 Cases: the course model against ``LlamaForCausalLM``; its GPT-2-style twin against
 ``GPT2LMHeadModel`` as GPT-2 ships (``gelu_new``, a Python-level tanh GELU) and with HF's
@@ -32,8 +33,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import measure_matmul_peak, median, write_result
+from _common import FLOPS_CONVENTION, measure_matmul_peak, median, write_result
 
+from tinytrans import sizing
 from tinytrans.interop import HF_CLASSES, config_to_hf, state_dict_to_hf, to_hf
 from tinytrans.model import ModelConfig, TinyTransformer
 
@@ -76,16 +78,6 @@ def cases() -> list[Case]:
         ),
         Case("llama-gqa (8 query / 2 kv heads)", gqa, batch=4, seq_len=256),
     ]
-
-
-def matmul_weights(model: TinyTransformer) -> int:
-    """N of the 6N rule: every weight that takes part in a matmul (the head counted once)."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
-
-
-def flops_per_token(config: ModelConfig, n_matmul: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the weights plus 12 L d T for attention (PaLM, App. B)."""
-    return 6 * n_matmul + 12 * config.n_layers * config.d_model * seq_len
 
 
 def train_step(model: nn.Module, loss_of: Callable[[], torch.Tensor]) -> Callable[[], None]:
@@ -149,8 +141,8 @@ def measure(case: Case, rounds: int, warmup: int, budget_s: float) -> dict[str, 
             times[side].append(timed(step))
         peaks.append(measure_matmul_peak(repeats=3))
     tokens = case.batch * case.seq_len
-    n_matmul = matmul_weights(ours)
-    per_token = flops_per_token(case.config, n_matmul, case.seq_len)
+    per_token = sizing.training_flops_per_token(case.config, case.seq_len)
+    palm = sizing.training_flops_per_token(case.config, case.seq_len, attention="full")
     peak = median(peaks)
     sides = {}
     for side, values in times.items():
@@ -172,8 +164,9 @@ def measure(case: Case, rounds: int, warmup: int, budget_s: float) -> dict[str, 
         "batch": case.batch,
         "seq_len": case.seq_len,
         "parameters": ours.num_parameters(),
-        "matmul_weights": n_matmul,
         "flops_per_token": per_token,
+        # PaLM's basis (the full T x T square), for comparing with MFUs published on it.
+        "flops_per_token_full_attention": palm,
         "rounds": len(peaks),
         "peak_flops_per_s": peak,
         "tinytrans": sides["tinytrans"],
@@ -274,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {
         "description": "Training step (forward + backward + AdamW) throughput, tinytrans vs "
         "Hugging Face at identical configs, weights and batches; medians of alternated runs.",
-        "flops_convention": "6N + 12 L d T per token; N = Linear weights incl. the head",
+        "flops_convention": FLOPS_CONVENTION,
         "peak_flops_per_s": median([r["peak_flops_per_s"] for r in results]),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "load_note": "other processes share this CPU when load_average_1min exceeds the "

@@ -8,11 +8,13 @@ Measures, in one run on this machine:
    trainer's clock runs only during its own turns. Both are then scored on the same fixed
    validation batches. Expected: the course recipe ends lower.
 2. **throughput** -- training tokens/s and model FLOP/s as a fraction of the machine's fp32
-   matmul peak (measured here). FLOPs per token = 6 N + 12 L T d (PaLM's count: the weight
-   matmuls forward and backward, plus attention's QK^T and AV).
+   matmul peak (measured here). FLOPs per token are chapter 5's
+   (``tinytrans.sizing.training_flops_per_token``: 3 x (2 N_matmul + 2 L T d), attention
+   charged for the causal half of the T x T square), the basis of every MFU in the course.
 3. **precision** -- fp32 vs bf16 autocast step time on this CPU (why "auto" picks fp32 here).
-4. **gradient checkpointing** -- bytes autograd keeps for backward (counted exactly with
-   ``torch.autograd.graph.saved_tensors_hooks``) and step time, with and without.
+4. **gradient checkpointing** -- bytes autograd keeps for backward (counted exactly by
+   ``tinytrans.sizing.measured_activation_bytes``, logits included) and step time, with and
+   without.
 
 Everything runs with ``--threads`` torch threads (default 1), the matmul peak included, so
 MFU compares like with like. One thread is the robust choice on a shared two-core machine:
@@ -34,8 +36,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import measure_matmul_peak, median, time_call, write_result
+from _common import FLOPS_CONVENTION, measure_matmul_peak, median, time_call, write_result
 
+from tinytrans import sizing
 from tinytrans.data import DataModule
 from tinytrans.model import ModelConfig, TinyTransformer, build_model
 from tinytrans.train import TrainConfig, Trainer, estimate_loss
@@ -49,11 +52,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 EVAL_BATCHES = 8
 FINAL_EVAL_BATCHES = 24
-
-
-def flops_per_token(config: ModelConfig, n_params: int) -> float:
-    """Training FLOPs per token: 6 N for the weights plus 12 L T d for attention."""
-    return 6 * n_params + 12 * config.n_layers * config.context_length * config.d_model
 
 
 def make_trainer(preset: str, seconds: float, seed: int = 0) -> Trainer:
@@ -97,7 +95,7 @@ def quality(seconds: float, turn: float = 10.0) -> dict[str, Any]:
     for name, trainer in trainers.items():
         metrics = trainer.metrics()
         n_params = metrics["n_params"]
-        fpt = flops_per_token(trainer.model.config, n_params)
+        fpt = sizing.training_flops_per_token(trainer.model.config)
         final = estimate_loss(trainer.model, trainer.datamodule, FINAL_EVAL_BATCHES)
         out[name] = {
             "recipe": RECIPES[name],
@@ -156,37 +154,6 @@ def precision(rounds: int = 3) -> dict[str, Any]:
     return result
 
 
-def saved_activation_bytes(model: TinyTransformer, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    """Bytes kept for backward during one forward: what autograd saves (parameters excluded)
-    plus, under checkpointing, the block inputs each checkpoint holds for its recomputation."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
-
-    def keep(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    def block_inputs(module: torch.nn.Module, args: tuple) -> None:
-        if model.gradient_checkpointing:
-            for t in args:
-                for item in t if isinstance(t, tuple) else (t,):
-                    if isinstance(item, torch.Tensor):
-                        keep(item)
-
-    handles = [b.register_forward_pre_hook(block_inputs) for b in model.blocks]
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            _, loss = model(*batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(storages.values())
-
-
 def checkpointing(rounds: int = 3) -> dict[str, Any]:
     """Saved-activation memory and step time with and without activation checkpointing."""
     model = build_model("course", vocab_size=80)
@@ -198,11 +165,13 @@ def checkpointing(rounds: int = 3) -> dict[str, Any]:
         for flag in (False, True):
             model.gradient_checkpointing = flag
             times[flag] += time_call(_step_fn(model, batch, lambda: torch.autocast("cpu", enabled=False)), repeats=2, warmup=1)  # fmt: skip
+    batch_size, context = batch[0].shape
     for flag in (False, True):
-        model.gradient_checkpointing = flag
         key = "checkpointing" if flag else "baseline"
         out[key] = {
-            "saved_bytes": saved_activation_bytes(model, batch),
+            "saved_bytes": sizing.measured_activation_bytes(
+                model, batch_size, context, checkpointing=flag
+            ),
             "step_s": median(times[flag]),
         }
     out["memory_ratio"] = out["checkpointing"]["saved_bytes"] / out["baseline"]["saved_bytes"]
@@ -222,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    payload: dict[str, Any] = {"budget_seconds": args.budget_seconds, "threads": args.threads}
+    payload: dict[str, Any] = {
+        "budget_seconds": args.budget_seconds,
+        "threads": args.threads,
+        "flops_convention": FLOPS_CONVENTION,
+    }
     peak = measure_matmul_peak()
     payload["matmul_peak_flops"] = peak
     if not args.skip_extras:

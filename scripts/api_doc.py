@@ -32,7 +32,6 @@ SECTIONS = (
     ("tinytrans.generate", "(chapter 4)"),
     ("tinytrans.sizing", "(chapter 5)"),
     ("tinytrans.precision", "(chapters 3 and 5)"),
-    ("tinytrans.errata", "(the errata appendix)"),
     ("tinytrans.widgets", ""),
     ("tinytrans.interop", ""),
     ("tinytrans.env", ""),

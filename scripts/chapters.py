@@ -3,6 +3,7 @@
     python scripts/chapters.py new chapters/07_topic.ipynb "Title"   # start a chapter
     python scripts/chapters.py sync                                   # refresh badges + setup
     python scripts/chapters.py execute chapters/01_architecture.ipynb # run, keep small outputs
+    python scripts/chapters.py errata [--check]                       # the chapters' errata tables
 
 Every chapter starts with a badges cell built from the one repository URL in ``_config.yml``
 and the same setup cell, which installs the tagged release of tinytrans when the runtime lacks
@@ -270,6 +271,48 @@ def _write(nb, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _seed_checks():
+    """``book/seed_checks.py``, the book's module of seed checks (not part of the package)."""
+    book = str(ROOT / "book")
+    if book not in sys.path:
+        sys.path.insert(0, book)
+    import seed_checks
+
+    return seed_checks
+
+
+def errata_cell(chapter: Path):
+    """The errata table cell of ``chapter`` as ``book/seed_checks.py`` writes it (a markdown
+    cell with the id it names), or None if the chapter has no errata table."""
+    table = _seed_checks().CHAPTER_TABLES.get(chapter.stem)
+    if table is None:
+        return None
+    cell = nbformat.v4.new_markdown_cell(_seed_checks().chapter_table_source(chapter.stem))
+    cell["id"] = table.cell_id
+    return cell
+
+
+def errata(chapter: Path, check: bool = False) -> bool:
+    """Write ``chapter``'s errata table from ``book/seed_checks.py`` into its cell (found by
+    id); True if the cell was stale. With ``check``, report without writing."""
+    fresh = errata_cell(chapter)
+    if fresh is None:
+        return False
+    nb = nbformat.read(chapter, as_version=4)
+    index = next((i for i, c in enumerate(nb.cells) if c.get("id") == fresh["id"]), None)
+    if index is None:
+        raise ValueError(
+            f"{chapter.name} has no cell with id {fresh['id']!r} for its errata table; "
+            "fix CHAPTER_TABLES in book/seed_checks.py or restore the cell."
+        )
+    old = nb.cells[index]
+    stale = old.cell_type != "markdown" or old.source != fresh.source or bool(old.metadata)
+    if stale and not check:
+        nb.cells[index] = fresh
+        _write(nb, chapter)
+    return stale
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -280,6 +323,14 @@ def main(argv: list[str]) -> int:
     elif command == "sync":
         for chapter in sorted((ROOT / "chapters").glob("*.ipynb")):
             print(("updated " if sync(chapter) else "ok      ") + chapter.name)
+    elif command == "errata":
+        check = "--check" in rest
+        stale = [c.name for c in sorted((ROOT / "chapters").glob("*.ipynb")) if errata(c, check)]
+        for name in stale:
+            print(("stale   " if check else "updated ") + name)
+        if check and stale:
+            print("run python scripts/chapters.py errata", file=sys.stderr)
+            return 1
     elif command == "execute":
         for name in rest:
             execute(Path(name))

@@ -280,10 +280,10 @@ def test_sampling_beam_trees_show_python_beam_search(visit):
 SIZING_GRID = [
     # (preset, batch, precision, optimizer, checkpointing, tokens, device index, mfu)
     ("course", 8, "fp32", "adamw", False, 0, 0, 0.4),
-    ("tiny-postnorm", 32, "mixed", "adamw", True, 5e8, 1, 0.3),
-    ("gpt2-small", 4, "bf16", "sgd-momentum", False, 9e9, 2, 0.5),
-    ("tinyllama-1.1b", 1, "mixed", "adamw", True, 3e12, 2, 0.45),
-    ("llama2-7b", 2, "bf16", "sgd", False, 2e12, 1, 0.55),
+    ("tiny-postnorm", 32, "bf16-mixed", "adamw", True, 5e8, 1, 0.3),
+    ("gpt2-small", 4, "bf16-true", "sgd-momentum", False, 9e9, 2, 0.5),
+    ("tinyllama-1.1b", 1, "fp16-mixed", "adamw", True, 3e12, 2, 0.45),
+    ("llama2-7b", 2, "bf16-true", "sgd", False, 2e12, 1, 0.55),
 ]
 SIZING_IDS = ["tt-mem-" + k for k, _ in render.MEMORY_ROWS] + [
     "tt-mem-total",

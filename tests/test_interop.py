@@ -14,14 +14,16 @@ import pytest
 import torch
 
 from tinytrans.interop import (
+    HF_TABLES,
     check_hf_compatible,
     config_from_hf,
     config_to_hf,
     from_hf,
+    hf_config_dict,
     state_dict_from_hf,
     to_hf,
 )
-from tinytrans.model import ModelConfig, TinyTransformer
+from tinytrans.model import ModelConfig, TinyTransformer, preset_names
 
 needs_hf = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None, reason="transformers is not installed"
@@ -204,6 +206,52 @@ def test_config_round_trip(name, config, attn):
     hf_config = config_to_hf(config, attn_implementation=attn)
     assert hf_config._attn_implementation == attn
     assert config_from_hf(hf_config) == config
+
+
+def _hf_compatible_presets() -> list[ModelConfig]:
+    presets = []
+    for name in preset_names():
+        config = ModelConfig.preset(name)
+        try:
+            check_hf_compatible(config)
+        except ValueError:
+            continue
+        presets.append(config)
+    return presets
+
+
+HF_PRESETS = _hf_compatible_presets()
+
+
+def test_some_presets_are_hf_compatible():
+    assert {"course", "course-gpt2", "gpt2-small", "tinyllama-1.1b"} <= {c.name for c in HF_PRESETS}
+
+
+@pytest.mark.parametrize("config", HF_PRESETS, ids=lambda c: c.name)
+def test_preset_round_trip_through_the_field_table_is_the_identity(config):
+    """config -> HF fields -> config, with the table alone (no transformers needed)."""
+    architecture = check_hf_compatible(config)
+    fields = {"model_type": architecture, **hf_config_dict(config)}
+    back = config_from_hf(fields, name=config.name)
+    assert back == config and back.to_dict() == config.to_dict()
+
+
+@needs_hf
+@pytest.mark.parametrize("config", HF_PRESETS, ids=lambda c: c.name)
+def test_preset_round_trip_through_transformers_is_the_identity(config):
+    back = config_from_hf(config_to_hf(config), name=config.name)
+    assert back.to_dict() == config.to_dict()
+
+
+def test_each_table_covers_every_model_config_field():
+    """Every ModelConfig field is either mapped to an HF key or fixed by the family."""
+    names = set(ModelConfig.__dataclass_fields__) - {"name"}
+    for architecture, table in HF_TABLES.items():
+        covered = {row.ours for row in table.fields} | set(table.fixed)
+        # GPT-2 has no rotary embeddings; its rope_theta stays ModelConfig's default.
+        missing = names - covered - ({"rope_theta"} if architecture == "gpt2" else set())
+        assert not missing, (architecture, missing)
+        assert covered <= names, (architecture, covered - names)
 
 
 @needs_hf

@@ -1,4 +1,4 @@
-"""Tests for tinytrans.sizing and tinytrans.errata.
+"""Tests for tinytrans.sizing.
 
 Every analytic formula is checked against something independent: the parameters of the built
 model, Hugging Face ``transformers`` models of the same architecture, the bytes PyTorch saves
@@ -9,7 +9,6 @@ comment, what the seed claimed.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
@@ -19,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinytrans import errata
 from tinytrans import sizing as S
 from tinytrans.evaluate import perplexity_from_loss
 from tinytrans.model import (
@@ -31,6 +29,7 @@ from tinytrans.model import (
     TinyTransformer,
     preset_names,
 )
+from tinytrans.precision import Precision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,7 +201,7 @@ def test_seed_000_component_table():
     # Seed 000 claims "FFN per layer: 2 x d_model x dim_ff = 132K"; 2 x 128 x 256 is 65,536.
     assert b.ffn == 2 * 128 * 256 == 65_536
     # Seed 000's GPT-3 column: attention "48M" and FFN "100M" per layer, embeddings "12.8B".
-    g3 = S.parameter_breakdown(errata.gpt3_config())
+    g3 = S.parameter_breakdown(ModelConfig.preset("gpt3-175b"))
     assert g3.attention == 4 * 12288**2 + 4 * 12288 == 604_028_928
     assert g3.ffn == 2 * 12288 * 49152 + 49152 + 12288 == 1_208_020_992
     assert g3.token_embedding == 50257 * 12288 == 617_558_016
@@ -242,8 +241,9 @@ def test_seed_003_forty_million_design():
     assert b.blocks == 19_681_280
     assert b.final_norm == 320
     assert b.total == 35_763_840  # the seed's sum is right
-    assert S.parameter_breakdown(errata.seed003_option("B")).total == 31_740_416  # seed: ~31.8M
-    assert S.parameter_breakdown(errata.seed003_option("C")).total == 33_467_520  # seed: ~33.5M
+    # Its options B (deeper) and C (classic), presets "llama-40m-deep" and "classic-40m-wide":
+    assert S.count_parameters(ModelConfig.preset("llama-40m-deep")) == 31_740_416  # seed: ~31.8M
+    assert S.count_parameters(ModelConfig.preset("classic-40m-wide")) == 33_467_520  # "~33.5M"
 
 
 def test_width_for_budget_finds_the_equal_parameter_shapes():
@@ -398,10 +398,28 @@ def test_training_memory_recipes():
     config = ModelConfig.preset("tinyllama-1.1b")
     n = S.count_parameters(config)
     fp32 = S.training_memory(config, 1, 16, "fp32")
-    mixed = S.training_memory(config, 1, 16, "bf16", master_weights=True)
-    pure = S.training_memory(config, 1, 16, "bf16")
-    assert fp32.states == mixed.states == 16 * n
+    mixed = S.training_memory(config, 1, 16, "bf16-mixed")
+    pure = S.training_memory(config, 1, 16, "bf16-true")
+    megatron = Precision("megatron", "bf16", "bf16", True, False, False, "bf16 + fp32 master")
+    layout = S.training_memory(config, 1, 16, megatron)
+    assert fp32.states == mixed.states == layout.states == 16 * n
     assert pure.states == 12 * n
+    # bf16-mixed is what the Trainer runs: fp32 weights and gradients, no separate master copy,
+    # activations in bf16 (the matmuls' dtype).
+    assert (mixed.weights, mixed.gradients, mixed.master_weights) == (4 * n, 4 * n, 0)
+    assert (layout.weights, layout.master_weights) == (2 * n, 4 * n)
+    assert mixed.activations == pure.activations == S.activation_bytes(config, 1, 16, "bf16")
+    assert fp32.activations == S.activation_bytes(config, 1, 16, "fp32")
+    # The older names mean the mixed recipes, as everywhere else.
+    assert (
+        S.training_memory(config, 1, 16, "bf16")
+        == S.training_memory(config, 1, 16, "mixed")
+        == mixed
+    )
+    with pytest.raises(ValueError, match="precision must be one of"):
+        S.training_memory(config, 1, 16, "fp8")
+    with pytest.raises(ValueError, match="resolve it first"):
+        S.training_memory(config, 1, 16, "auto")
     # Seed 001: weights + gradients + AdamW "~13GB", AdamW state "8.8GB" (both right).
     assert pure.states == 13_200_580_608
     assert pure.optimizer == 8_800_387_072
@@ -468,6 +486,40 @@ def test_flops_match_torch_flop_counter(overrides):
     assert counts["aten.bmm"] == 4 * config.n_layers * T * T * config.d_model
     kaplan = (S.forward_flops_per_token(config, T) - no_attention) * T
     assert 2 * kaplan == counts["aten.bmm"]
+    # attention="full" is PaLM's basis: the whole square the explicit path computes.
+    full = S.forward_flops_per_token(config, T, attention="full")
+    assert (full - no_attention) * T == counts["aten.bmm"]
+
+
+def test_attention_count_is_one_explicit_option():
+    config = ModelConfig.preset("course")
+    n_matmul = S.forward_flops_per_token(config, attention="none") // 2
+    L, T, d = config.n_layers, config.context_length, config.d_model
+    assert S.forward_flops_per_token(config) == S.forward_flops_per_token(
+        config, attention="causal"
+    )
+    assert S.forward_flops_per_token(config, attention=True) == 2 * n_matmul + 2 * L * T * d
+    assert S.forward_flops_per_token(config, attention=False) == 2 * n_matmul
+    # PaLM (Chowdhery et al., appendix B): 6N + 12 L T d per training token.
+    assert S.training_flops_per_token(config, attention="full") == 6 * n_matmul + 12 * L * T * d
+    assert S.training_flops(config, 10, attention="full") == 10 * (6 * n_matmul + 12 * L * T * d)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        S.forward_flops_per_token(config, attention="half")
+
+
+def test_optimizer_state_is_part_of_training_memory():
+    config = ModelConfig.preset("course")
+    n = S.count_parameters(config)
+    assert S.OPTIMIZER_STATE_BYTES == {"adamw": 8, "sgd-momentum": 4, "sgd": 0}
+    for name, per_parameter in S.OPTIMIZER_STATE_BYTES.items():
+        memory = S.training_memory(config, 2, 64, "bf16-true", optimizer=name)
+        assert memory.optimizer == S.optimizer_state_bytes(config, name) == per_parameter * n
+        assert memory.states == (2 + 2 + per_parameter) * n
+    assert S.training_memory(config).optimizer == 8 * n  # AdamW unless told otherwise
+    summary = S.summary(config, 2, precision="fp32", optimizer="sgd")
+    assert summary.training.optimizer == 0 and summary.optimizer == "sgd"
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        S.training_memory(config, optimizer="lion")
 
 
 def test_training_flops_and_time():
@@ -584,7 +636,10 @@ def test_summary_is_consistent_and_serialisable():
     assert data["parameters"] == S.count_parameters(config) == result.parameters
     assert data["kv_cache_bytes"] == S.kv_cache_bytes(config, 8, 256, "bf16")
     assert data["weights_bytes"]["int4"] == S.weight_bytes(config, "int4")
-    assert result.training == S.training_memory(config, 8, 256, "bf16", master_weights=True)
+    assert result.training == S.training_memory(config, 8, 256, "bf16-mixed")
+    assert data["precision"] == result.precision == "bf16-mixed" and data["optimizer"] == "adamw"
+    fp16 = S.summary(config, 8, "fp16")
+    assert fp16.precision == "fp16-mixed" and fp16.training == result.training
     assert result.training_checkpointed.activations < result.training.activations
     assert data["training_flops"] == S.training_flops(config, 20e6)
     assert data["training_seconds"] == pytest.approx(data["training_flops"] / (0.2e12 * 0.3))
@@ -596,184 +651,6 @@ def test_summary_is_consistent_and_serialisable():
     assert plain.training.master_weights == 0
     with pytest.raises(ValueError, match="dtype"):
         S.summary(config, dtype="fp7")
-
-
-# --------------------------------------------------------------------------------------------
-# The errata table
-# --------------------------------------------------------------------------------------------
-
-#: (seed, quantity) -> the value tinytrans computes. The seed's claim is in each check.
-PINNED = {
-    ("000", "TinyTransformer total"): 2_327_552,  # seed: 2.5M
-    ("000", "TinyTransformer FFN per layer"): 65_536,  # seed: 132K
-    ("000", "GPT-3 attention per layer"): 604_028_928,  # seed: 48M
-    ("000", "KV cache, batch 1, 1000 tokens, fp32"): 2_048_000,  # seed: ~100 MB
-    ("000", "training time at 36 TFLOP/s x 50%"): 1.5e14 / 18e12,  # seed: ~8 GPU-hours
-    ("000", "GPT-2 small weights, fp32"): 497_759_232,  # seed: 468 MB
-    ("000", "KV-cache saving of MQA, 4 heads"): 75.0,  # seed: -50%
-    ("001", "attention layer, d = 256"): 262_144,  # seed: 1.57M
-    ("001", "Q, K, V weights per head (d = 256, 8 heads)"): 24_576,  # seed: 196K
-    ("001", "TinyLlama attention per block"): 9_437_184,  # seed: ~16.8M
-    ("001", "TinyLlama FFN per block"): 34_603_008,  # seed: ~23.1M
-    ("001", "TinyLlama parameters per block"): 44_044_288,  # seed: ~40M
-    ("001", "TinyLlama total"): 1_100_048_384,  # seed: ~1.1B (right)
-    ("001", "nano-trickster total"): 5_180_672,  # seed: ~11M
-    ("003", "40M design, total"): 35_763_840,  # seed: 35,763,840 (right)
-    ("003", "option B total"): 31_740_416,  # seed: ~31.8M
-    ("004", "TinyTransformer parameters"): 2_327_552,  # seed: 2.45M
-    ("004", "attention scores, 32 x 4 heads x 128 x 128 x 4 bytes"): 8_388_608,  # seed: 1 MB
-    ("004", "batches per epoch, 611,884 / 32"): 19_122,  # seed: 19,121
-    ("000", "GPT-2 small on the same 10M tokens at 18 TFLOP/s"): 6
-    * 124_439_808
-    * 10e6
-    / 18e12
-    / 3600,  # seed: 500 GPU-hours
-    ("001", "one head's Q (or K, V) matrix, d = 256, 8 heads"): 256 * 32,  # seed: 32 x 32
-    ("001", "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)"): 75.0,  # seed: 30%
-    ("003", "GPU-hours in 23 h on 8 V100s"): 184,  # seed: 184 (right)
-    ("003", "option B headroom under 40M"): 8_259_584,  # seed: 8.2M (right)
-    ("004", "training set, 90% of 679,872"): 611_884,  # seed: 611,884 (right)
-    ("004", "validation set, the other 10%"): 67_988,  # seed: 67,988 (right)
-    ("004", "input ids, 32 x 128 x 8 bytes (int64)"): 32_768,  # seed: 32 KB (right)
-    ("004", "20 epochs at the seed's ~10,000 tokens/second"): 20 * 611_884 * 128 / 10_000,
-    ("004", "20 epochs at the seed's 19,121 batches per 60 s"): 20 * 60 * 611_884 / 611_872,
-    ("004", "weight decay per step, fraction of W (λ = 0.01)"): 3e-4 * 0.01,  # seed: λ = 0.01
-    ("004", "lr in epoch 2, as its code schedules it"): 0.0003 * (1 + math.cos(math.pi / 20)) / 2,
-    ("004", "lr in epoch 2, by its formula"): 0.0003 * (1 + math.cos(math.pi / 10)) / 2,
-    ("004", "lr in epoch 20, as its code schedules it"): 0.0003
-    * (1 + math.cos(19 * math.pi / 20))
-    / 2,  # seed: 0.00001
-    ("004", "lr in epoch 20, by its formula"): 0.0,  # seed: 0.00001
-}
-
-#: Quantities the seeds get wrong (beyond their own rounding).
-WRONG = {
-    "000": {
-        "TinyTransformer FFN per layer", "TinyTransformer total",
-        "GPT-3 embeddings (input + output)", "GPT-3 attention per layer", "GPT-3 FFN per layer",
-        "TinyTransformer weights, int8",
-        "GPT-2 small weights, fp32", "GPT-2 small weights, fp16",
-        "weights in the inference budget, int8", "KV cache, batch 1, 1000 tokens, fp32",
-        "training time at 36 TFLOP/s x 50%", "GPT-3 6ND on A100s (312 TFLOP/s) at the seed's 50%",
-        "GPT-2 small on the same 10M tokens at 18 TFLOP/s",
-        "GPT-2 small parameters", "GPT-2 small / TinyTransformer", "GPT-2 small weights, int8",
-        "KV-cache saving of MQA, 4 heads",
-    },
-    "001": {
-        "Q, K, V weights per head (d = 256, 8 heads)", "attention layer, d = 256",
-        "TinyLlama attention per block", "TinyLlama FFN per block",
-        "TinyLlama parameters per block", "TinyLlama 22 blocks",
-        "TinyLlama output-layer parameters not shared with the embedding",
-        "attention share of a TinyLlama block", "FFN share of a TinyLlama block",
-        "blocks' share of TinyLlama", "FFN share of Llama-3.1-8B",
-        "nano-trickster parameters per block", "nano-trickster 6 blocks", "nano-trickster total",
-        "activations, batch 8 x 512 tokens, bf16",
-        "one head's Q (or K, V) matrix, d = 256, 8 heads",
-        "TinyLlama / nano-trickster forward FLOPs per token",
-        "KV-cache saving of GQA, Llama 3 (8 of 32 K/V heads)",
-        "training cost when the context doubles (512 -> 1,024), same parameters and tokens",
-        "attention FLOPs per token when d_model doubles (256 -> 512, T = 512)",
-        "FFN FLOPs per sequence when the sequence doubles (512 -> 1,024)",
-    },
-    "003": {
-        "throughput of 8 V100s (125 TFLOP/s) at the seed's 30% MFU",
-        "LLaMA 7B tokens per parameter (1T tokens)",
-        *(f"Chinchilla loss, N = 40M, D = {d}" for d in ("800M", "4.14B", "8.28B", "12.4B")),
-        *(f"perplexity, N = 40M, D = {d}" for d in ("800M", "4.14B", "8.28B", "12.4B")),
-    },
-    "004": {
-        "TinyTransformer parameters", "printed num_params * 4 / 1024**2",
-        "activations, batch 32 x 128, fp32", "training total, batch 32 x 128",
-        *(f"training memory, batch {b} x 128" for b in (8, 16, 32, 64, 128)),
-        "attention scores, 32 x 4 heads x 128 x 128 x 4 bytes", "activations per batch",
-        "batches per epoch, 611,884 / 32", "tokens/s at 19,121 batches per 60 s",
-        "loss of an untrained model, V = 8000", "probability of the right token at loss 2.5",
-        "20 epochs at the seed's ~10,000 tokens/second",
-        "20 epochs at the seed's 19,121 batches per 60 s",
-        "weight decay per step, fraction of W (λ = 0.01)",
-        *(f"lr in epoch {e}, {how}" for e in (2, 20)
-          for how in ("as its code schedules it", "by its formula")),
-        "batches per second in its tokens-per-second line", "tokens/s at 3.1 batches/s",
-        "memory of the target device", "learning rate at batch 128 / at batch 32",
-    },
-}  # fmt: skip
-
-
-def test_errata_checks_pin_the_correct_values():
-    checks = {(c.seed, c.quantity): c for c in errata.seed_checks()}
-    assert len(checks) == len(errata.seed_checks())  # quantities are unique per seed
-    for key, value in PINNED.items():
-        assert checks[key].correct == pytest.approx(value), key
-
-
-def test_errata_flops_ratio_of_tinyllama_and_nano_trickster():
-    # Seed 001: nano-trickster is "6x faster than TinyLlama"; per token it does 1/189 the work.
-    check = next(c for c in errata.seed_checks() if c.quantity.startswith("TinyLlama / nano"))
-    tl, nano = ModelConfig.preset("tinyllama-1.1b"), ModelConfig.preset("nano-trickster")
-    assert check.correct == S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
-    assert check.correct == pytest.approx(189, abs=1) and not check.ok
-
-
-def test_errata_seed_004_schedule_and_decay_match_pytorch():
-    # Seed 004 runs CosineAnnealingLR(T_max=20), stepped once per epoch, and AdamW with only
-    # lr=0.0003 given, i.e. PyTorch's default weight_decay; errata recomputes both.
-    assert inspect.signature(torch.optim.AdamW).parameters["weight_decay"].default == 0.01
-    weight = torch.nn.Parameter(torch.ones(1))
-    optimizer = torch.optim.AdamW([weight], lr=0.0003)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20)
-    for epoch in range(1, 21):
-        lr = optimizer.param_groups[0]["lr"]
-        assert errata.seed004_lr(epoch) == pytest.approx(lr, rel=1e-12, abs=1e-15), epoch
-        # The seed's formula, LR(epoch) = 0.0003 x (1 + cos(pi x epoch / 20)) / 2:
-        formula = 0.0003 * (1 + math.cos(math.pi * epoch / 20)) / 2
-        assert errata.seed004_lr(epoch, as_coded=False) == pytest.approx(formula, abs=1e-15)
-        optimizer.step()
-        scheduler.step()
-    assert errata.adamw_decay_per_step(1e-3, 0.1) == pytest.approx(1e-4, rel=1e-9)
-    tokens = 20 * 611_884 * 128
-    check = next(c for c in errata.seed_checks() if c.quantity.startswith("20 epochs at"))
-    flops = S.training_flops(ModelConfig.preset("tiny-postnorm"), tokens)
-    assert f"{S.format_flops(flops)}." in check.note and "20.7 TFLOP/s" in check.note
-    assert flops / 600 == pytest.approx(20.7e12, rel=0.01)
-
-
-def test_errata_verdicts():
-    checks = errata.seed_checks()
-    assert len(checks) > 100
-    assert {c.seed for c in checks} == set(errata.SEED_TITLES)
-    for check in checks:
-        assert math.isfinite(check.correct) and check.tolerance > 0, check
-        assert check.ok == (check.quantity not in WRONG[check.seed]), check
-    wrong_rows = errata.errata_rows(only_wrong=True)
-    assert len(wrong_rows) == sum(len(v) for v in WRONG.values())
-    assert all(row["verdict"] == "wrong" for row in wrong_rows)
-    row = next(r for r in errata.errata_rows() if r["quantity"] == "TinyLlama total")
-    assert row["claimed"] == "1.10B" and row["correct"] == "1.10B" and row["verdict"] == "ok"
-
-
-def test_errata_helpers():
-    with pytest.raises(ValueError, match="'B' and 'C'"):
-        errata.seed003_option("D")
-    assert errata.format_value(2_048_000, "bytes") == "2.05 MB"
-    assert errata.format_value(19_122, "batches") == "19,122"
-    assert errata.format_value(8, "count") == "8"
-    assert errata.format_value(19_121 / 60, "batches/s") == "318.7 batches/s"
-    assert errata.format_value(0.5 - 0.01 * 0.2, "") == "0.498"
-    assert all(r["seed"] == "003" for r in errata.errata_rows(seed="003"))
-    assert len(errata.errata_rows(only_wrong=True, seed="001")) == len(WRONG["001"])
-    with pytest.raises(ValueError, match="002"):
-        errata.errata_rows(seed="002")
-    assert "002" in errata.SEEDS_WITHOUT_ARITHMETIC and "002" not in errata.SEED_TITLES
-    summary = {row["seed"]: row for row in errata.seed_summary()}
-    assert sum(row["checked"] for row in summary.values()) == len(errata.seed_checks())
-    assert {seed: row["wrong"] for seed, row in summary.items()} == {
-        seed: len(names) for seed, names in WRONG.items()
-    }
-    table = errata.html_table([{"quantity": "a < b", "verdict": "wrong"}])
-    assert "<td>a &lt; b</td>" in table and "<strong>wrong</strong>" in table
-    assert table.count("<th>") == len(errata.TABLE_COLUMNS)
-    ranged = errata.SeedCheck("004", "x", "y", "~5-10", (5.0, 10.0), 7.0, "", 1.0)
-    assert ranged.ok and ranged.as_row()["claimed"] == "5 to 10"
 
 
 @pytest.mark.parametrize("kwargs", [{"batch_size": -1}, {"batch_size": 0}, {"context_length": -5},

@@ -7,6 +7,7 @@ JavaScript ports are also checked against Python with Node.js when it is install
 
 from __future__ import annotations
 
+import ast
 import base64
 import itertools
 import json
@@ -25,6 +26,7 @@ from tinytrans import sizing
 from tinytrans import widgets as W
 from tinytrans.generate import SamplingConfig, filter_stages, step_distributions
 from tinytrans.model import ModelConfig, TinyTransformer
+from tinytrans.precision import PRECISIONS
 from tinytrans.tokenizers import CharTokenizer
 from tinytrans.widgets import data as D
 from tinytrans.widgets import live, render, static
@@ -296,21 +298,49 @@ def test_calculator_equals_the_built_model(config):
 
 def test_sizing_figures_follow_tinytrans_sizing():
     config = ModelConfig.preset("course")
-    f = D.sizing_figures(config, 4, "mixed", "adamw", tokens=1e9, device="A100 (bf16 tensor)")
-    s = sizing.summary(config, 4, "bf16", precision="mixed", tokens=1e9,
+    f = D.sizing_figures(config, 4, "bf16-mixed", "adamw", tokens=1e9, device="A100 (bf16 tensor)")
+    s = sizing.summary(config, 4, "bf16", precision="bf16-mixed", tokens=1e9,
                        peak_tflops=sizing.PEAK_TFLOPS["A100 (bf16 tensor)"])  # fmt: skip
-    assert f["memory"]["total"] == s.training.total and f["kv_cache"] == s.kv_cache
+    assert f["memory"] == s.training.as_dict() and f["kv_cache"] == s.kv_cache
     assert f["training_flops"] == s.training_flops and f["six_nd"] == 6 * s.parameters * 1e9
-    sgd = D.sizing_figures(config, 4, "mixed", "sgd", tokens=1e9)
+    # The widget's optimizer choice is sizing.training_memory's, not a patch on top of it.
+    sgd = D.sizing_figures(config, 4, "bf16-mixed", "sgd", tokens=1e9)
+    assert (
+        sgd["memory"]
+        == sizing.training_memory(config, 4, 256, "bf16-mixed", optimizer="sgd").as_dict()
+    )
     assert sgd["memory"]["optimizer"] == 0
     assert sgd["memory"]["total"] == f["memory"]["total"] - f["memory"]["optimizer"]
     momentum = D.sizing_figures(config, optimizer="sgd-momentum")
     assert momentum["memory"]["optimizer"] == 4 * f["parameters"]
-    ckpt = D.sizing_figures(config, 4, "mixed", checkpointing=True, tokens=1e9)
+    ckpt = D.sizing_figures(config, 4, "bf16-mixed", checkpointing=True, tokens=1e9)
     assert ckpt["memory"]["activations"] < f["memory"]["activations"]
     assert D.sizing_figures(config)["tokens"] == 20 * f["parameters"]
     with pytest.raises(ValueError, match="precision"):
         D.sizing_figures(config, precision="fp8")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        D.sizing_figures(config, optimizer="adam-9bit")
+
+
+def test_sizing_figures_speak_the_trainers_precision_names():
+    """bf16-mixed is what the Trainer runs (fp32 weights and gradients, bf16 activations);
+    bf16-true stores everything in bf16; the older names mean the mixed recipes."""
+    config = ModelConfig.preset("course")
+    n = sizing.count_parameters(config)
+    fp32, mixed = D.sizing_figures(config, 2, "fp32"), D.sizing_figures(config, 2, "bf16-mixed")
+    true = D.sizing_figures(config, 2, "bf16-true")
+    assert mixed["memory"]["weights"] == mixed["memory"]["gradients"] == 4 * n
+    assert mixed["memory"]["master_weights"] == 0
+    assert fp32["memory"]["states"] == mixed["memory"]["states"] == 16 * n
+    assert true["memory"]["states"] == 12 * n
+    assert mixed["memory"]["activations"] == true["memory"]["activations"]
+    assert mixed["memory"]["activations"] < fp32["memory"]["activations"]
+    assert mixed["dtype"] == true["dtype"] == "bf16" and fp32["dtype"] == "fp32"
+    for legacy in ("bf16", "mixed"):
+        assert D.sizing_figures(config, 2, legacy) == mixed
+    assert D.sizing_figures(config, 2, "fp16-mixed")["memory"] == mixed["memory"]
+    assert set(render.PRECISION_LABELS) == set(PRECISIONS)
+    assert set(render.OPTIMIZER_LABELS) == set(sizing.OPTIMIZER_STATE_BYTES)
 
 
 # ============================================================================ static explorables
@@ -485,7 +515,7 @@ def test_live_parameter_explorer_presets_validation_and_measure(monkeypatch):
     assert isinstance(explorer.last_error, ValueError) and "tt-error" in explorer.error.value
     explorer.fields["n_heads"].value = 6
     assert explorer.last_error is None and explorer.preset.value == "custom"
-    explorer.batch.value, explorer.precision.value = 2, "mixed"
+    explorer.batch.value, explorer.precision.value = 2, "bf16-mixed"
     explorer.measure.click()
     assert (
         explorer.measured == explorer.current["parameters"] and "tt-measured" in explorer.view.value
@@ -585,8 +615,9 @@ def test_js_sizing_formulas_equal_python():
     payload = static.sizing_data(ModelConfig.preset("course"))
     options = [dict(batch=b, precision=p, optimizer=o, checkpointing=c, tokens=t,
                     device="H100 SXM (bf16 tensor)", mfu=0.35)
-               for b, p, o, c, t in [(1, "fp32", "adamw", False, 0), (8, "mixed", "sgd", True, 3e9),
-                                     (3, "bf16", "sgd-momentum", False, 1e6)]]  # fmt: skip
+               for b, p, o, c, t in [(1, "fp32", "adamw", False, 0), (8, "bf16-mixed", "sgd", True, 3e9),
+                                     (3, "bf16-true", "sgd-momentum", False, 1e6),
+                                     (2, "fp16-mixed", "adamw", True, 0)]]  # fmt: skip
     configs = [
         *SIZING_CONFIGS,
         ModelConfig.preset("llama2-7b"),
@@ -682,3 +713,109 @@ def test_sizing_png_legends_do_not_cover_axis_labels():
         assert [t.get_text() for t in ax.get_xticklabels()] == []
         legend = ax.get_legend().get_window_extent(renderer)
         assert legend.y1 <= ax.get_window_extent(renderer).y0 + 1
+
+
+# ============================================================================ import structure
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tinytrans"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, modules: set[str], *, function_local: bool) -> set[str]:
+    """The package's modules that ``path`` imports: every import statement, or only those
+    inside functions (``function_local=True``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if function_local:
+        functions = [
+            n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        nodes = [n for f in functions for n in ast.walk(f)]
+    else:
+        nodes = list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parents = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parents, *([node.module] if node.module else [])])
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    found.add(f"{base}.{alias.name}")
+                elif base in modules:
+                    found.add(base)
+    return found - {name}
+
+
+def _package_modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_module_imports_itself_back_through_a_cycle():
+    """Every import of the package's own modules, at the top or inside a function, forms an
+    acyclic graph (render <-> static used to hide a cycle behind function-local imports)."""
+    modules = _package_modules()
+    graph = {
+        m: _imported_modules(p, set(modules), function_local=False) for m, p in modules.items()
+    }
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = (
+                    [*path[path.index(target) :], target] if target in path else [module, target]
+                )
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    package = tmp_path / "tinytrans"
+    (package / "widgets").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "widgets" / "__init__.py").write_text("")
+    (package / "widgets" / "a.py").write_text("def f():\n    from tinytrans.widgets import b\n")
+    (package / "widgets" / "b.py").write_text("from tinytrans.widgets.a import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    with pytest.raises(pytest.fail.Exception, match=r"import cycle: .*widgets\.a -> .*widgets\.b"):
+        test_no_module_imports_itself_back_through_a_cycle()
+
+
+def test_widgets_import_the_package_at_the_top():
+    """Inside functions the widgets import only what must stay lazy: the live explorers
+    (ipywidgets) and third-party plotting/IPython, never another module of the package."""
+    modules = _package_modules()
+    for name, path in modules.items():
+        if name.startswith("tinytrans.widgets"):
+            local = _imported_modules(path, set(modules), function_local=True)
+            assert local <= {"tinytrans.widgets.live"}, (name, local)
+
+
+def test_importing_the_widgets_stays_light():
+    """The package's own imports moved to the top; ipywidgets and matplotlib stay lazy."""
+    code = (
+        "import sys, tinytrans.widgets, tinytrans.widgets.static, tinytrans.widgets.render\n"
+        "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'IPython', 'transformers')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=PACKAGE.parent,
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

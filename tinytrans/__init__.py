@@ -62,7 +62,6 @@ _MODULES = (
     "cli",
     "data",
     "env",
-    "errata",
     "evaluate",
     "generate",
     "interop",

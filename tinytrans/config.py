@@ -1,5 +1,6 @@
 """The model's configuration: one dataclass that describes every architecture the course
-discusses, and the named presets (section 1.2, "One dataclass, many architectures").
+discusses, and the named presets (section 1.12, "Building the seed's TinyTransformer and the
+course model").
 
 It imports nothing heavy (no torch), so the command line can build its flags from the fields
 and ``tinytrans --help`` stays fast. :mod:`tinytrans.model` builds the network from it and
@@ -213,6 +214,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         vocab_size=50257, context_length=1024, d_model=320, n_layers=16, n_heads=5, d_ff=854,
         **_LLAMA, tie_embeddings=True, norm_eps=1e-6,
     ),
+    # Seed 003's two alternatives to it: the same recipe deeper and narrower (its option B,
+    # 24 x 256), and a classic LayerNorm + GELU shape, shallower and wider (its option C, 8 x 384).
+    "llama-40m-deep": dict(
+        vocab_size=50257, context_length=1024, d_model=256, n_layers=24, n_heads=8, d_ff=682,
+        **_LLAMA, tie_embeddings=True,
+    ),
+    "classic-40m-wide": dict(
+        vocab_size=50257, context_length=1024, d_model=384, n_layers=8, n_heads=6, d_ff=1536,
+        positional="rope", norm="layernorm", norm_placement="pre", activation="gelu",
+        bias=False, tie_embeddings=True,
+    ),
     # The course model: trains to readable Shakespeare in minutes on two CPU cores.
     "course": dict(
         vocab_size=96, context_length=256, d_model=192, n_layers=4, n_heads=6, d_ff=512,
@@ -243,6 +255,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "llama2-7b": dict(
         vocab_size=32000, context_length=4096, d_model=4096, n_layers=32, n_heads=32, d_ff=11008,
         **_LLAMA, tie_embeddings=False,
+    ),
+    # Llama 3.1 8B: grouped-query attention with 8 K/V heads, a 128K vocabulary, untied.
+    "llama3.1-8b": dict(
+        vocab_size=128256, context_length=8192, d_model=4096, n_layers=32, n_heads=32,
+        n_kv_heads=8, d_ff=14336, **_LLAMA, tie_embeddings=False, rope_theta=500000.0,
+    ),
+    # GPT-3 175B (Brown et al. 2020, Table 2.1): GPT-2's layout at 96 x 12288, tied.
+    "gpt3-175b": dict(
+        vocab_size=50257, context_length=2048, d_model=12288, n_layers=96, n_heads=96,
+        d_ff=49152, **_GPT2, bias=True, tie_embeddings=True,
     ),
 }  # fmt: skip
 

@@ -4,8 +4,8 @@ A tokenizer file, a cached corpus, a checkpoint and a metrics file are all writt
 way: into a temporary file in the destination's folder, then renamed over the destination
 (``os.replace`` is atomic on POSIX and Windows). A reader never sees half a file, a crash or
 a Ctrl-C leaves the previous file intact, and the new file gets the permissions the umask
-gives any new file (``mkstemp`` alone would make it 0600). Section 3.8, "Checkpoints that
-survive an interrupt", explains why.
+gives any new file (``mkstemp`` alone would make it 0600). Section 3.7, "Checkpoints and exact
+resume", explains why.
 
 Temporary files are named ``<name>.<pid>.<random>.tmp``: the pid lets
 :func:`remove_stale_temporaries` tell what a killed process left behind from a live write.
@@ -59,7 +59,7 @@ def _reason(error: BaseException) -> str:
 
 def atomic_write(
     path: str | os.PathLike[str],
-    write: Callable[[IO[Any]], None],
+    write: Callable[[IO[Any]], object],
     mode: str = "wb",
     *,
     encoding: str = "utf-8",
@@ -81,9 +81,14 @@ def atomic_write(
         )
     except OSError as error:
         raise error_type(f"cannot write {path}: {_reason(error)}; {hint}") from error
-    text_args = {} if "b" in mode else {"encoding": encoding, "errors": errors, "newline": ""}
+    binary = "b" in mode
     try:
-        with os.fdopen(fd, mode, **text_args) as handle:
+        handle: IO[Any] = (
+            os.fdopen(fd, mode)
+            if binary
+            else os.fdopen(fd, mode, encoding=encoding, errors=errors, newline="")
+        )
+        with handle:
             write(handle)
         apply_umask(tmp)
         os.replace(tmp, path)

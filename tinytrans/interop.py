@@ -1,4 +1,5 @@
-"""Convert TinyTransformer models to and from Hugging Face ``transformers``.
+"""Convert TinyTransformer models to and from Hugging Face ``transformers`` (the architectures
+of section 1.12; chapter 5 checks its parameter counts against them, section 5.1).
 
 Two families map one-to-one onto a :class:`~tinytrans.model.ModelConfig`:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,12 +34,16 @@ __all__ = [
     "ARCHITECTURES",
     "GPT2_GELUS",
     "HF_CLASSES",
+    "HF_TABLES",
+    "HFField",
+    "HFTable",
     "check_hf_compatible",
     "config_from_hf",
     "config_to_hf",
     "from_hf",
     "hf_architecture",
     "hf_config_architecture",
+    "hf_config_dict",
     "state_dict_from_hf",
     "state_dict_to_hf",
     "to_hf",
@@ -72,8 +78,146 @@ def _transformers() -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+Getter = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class HFField:
+    """One row of an architecture's field table: a :class:`ModelConfig` field and the Hugging
+    Face config key that holds it, with the transforms each way (section 1.12).
+
+    ``write(config)`` gives the HF value (default: the field as is); ``read(get, problems)``
+    gives our value from a key getter, appending what it cannot reproduce to ``problems``
+    (default: ``cast(get(hf, default))``). Several rows may share one
+    of our fields (GPT-2 has three dropout rates): reading then requires them to agree.
+    """
+
+    ours: str
+    hf: str
+    default: Any = None
+    cast: Callable[[Any], Any] | None = None
+    write: Callable[[ModelConfig], Any] | None = None
+    read: Callable[[Getter, list[str]], Any] | None = None
+
+    def to_hf(self, config: ModelConfig) -> Any:
+        return self.write(config) if self.write else getattr(config, self.ours)
+
+    def from_hf(self, get: Getter, problems: list[str]) -> Any:
+        if self.read:
+            return self.read(get, problems)
+        value = get(self.hf, self.default)
+        return self.cast(value) if self.cast and value is not None else value
+
+
+@dataclass(frozen=True)
+class HFTable:
+    """Everything that maps a :class:`ModelConfig` onto one Hugging Face family and back
+    (section 1.12).
+
+    ``fields``: the one-to-one (or one-to-many) field rows. ``fixed``: our fields the family
+    cannot change (checked before writing, set when reading). ``constants``: HF keys written
+    with the first of their accepted values and checked against all of them when read.
+    """
+
+    architecture: str
+    fields: tuple[HFField, ...]
+    fixed: Mapping[str, Any]
+    constants: Mapping[str, tuple[Any, ...]]
+
+
+def _kv_heads(config: ModelConfig) -> int:
+    return config.kv_heads
+
+
+def _gpt2_d_ff(get: Getter, problems: list[str]) -> Any:
+    """GPT-2's ``n_inner`` is ``None`` for the default width ``4 * n_embd``."""
+    d_model = get("n_embd", None)
+    return get("n_inner", None) or 4 * d_model
+
+
+def _rope_theta(get: Getter, problems: list[str]) -> float:
+    """``rope_theta`` from ``rope_parameters`` (transformers 5) or the top level (4.x)."""
+    parameters = get("rope_parameters", None) or {}
+    for key in ("rope_parameters", "rope_scaling"):  # 5.x aliases the two; 4.x has only scaling
+        value = get(key, None)
+        kind = value.get("rope_type", value.get("type", "default")) if value else "default"
+        if kind != "default":
+            problems.append(f"{key}={value!r} (only plain RoPE is supported; needs None)")
+            break
+    factor = parameters.get("partial_rotary_factor", get("partial_rotary_factor", 1.0))
+    if factor not in (None, 1, 1.0):
+        problems.append(f"partial_rotary_factor={factor!r} (needs 1.0)")
+    return float(parameters.get("rope_theta") or get("rope_theta", None) or 10000.0)
+
+
+_LLAMA = HFTable(
+    architecture="llama",
+    fields=(
+        HFField("vocab_size", "vocab_size"),
+        HFField("context_length", "max_position_embeddings"),
+        HFField("d_model", "hidden_size"),
+        HFField("n_layers", "num_hidden_layers"),
+        HFField("n_heads", "num_attention_heads"),
+        HFField("n_kv_heads", "num_key_value_heads", write=_kv_heads),
+        HFField("d_ff", "intermediate_size"),
+        HFField("norm_eps", "rms_norm_eps", 1e-6, float),
+        HFField("tie_embeddings", "tie_word_embeddings", False, bool),
+        HFField("rope_theta", "rope_theta", read=_rope_theta),
+        HFField("bias", "attention_bias", False, bool),
+        HFField("bias", "mlp_bias", False, bool),
+    ),
+    fixed=dict(
+        positional="rope", norm="rmsnorm", norm_placement="pre", activation="swiglu", dropout=0.0
+    ),
+    constants={"hidden_act": ("silu",), "attention_dropout": (0.0,)},
+)
+
+_GPT2 = HFTable(
+    architecture="gpt2",
+    fields=(
+        HFField("vocab_size", "vocab_size"),
+        HFField("context_length", "n_positions"),
+        HFField("d_model", "n_embd"),
+        HFField("n_layers", "n_layer"),
+        HFField("n_heads", "n_head"),
+        HFField("d_ff", "n_inner", read=_gpt2_d_ff),
+        HFField("norm_eps", "layer_norm_epsilon", 1e-5, float),
+        HFField("tie_embeddings", "tie_word_embeddings", True, bool),
+        HFField("dropout", "resid_pdrop", 0.1, float),
+        HFField("dropout", "embd_pdrop", 0.1, float),
+        HFField("dropout", "attn_pdrop", 0.1, float),
+    ),
+    fixed=dict(
+        positional="learned",
+        norm="layernorm",
+        norm_placement="pre",
+        activation="gelu",
+        bias=True,
+        n_kv_heads=None,
+    ),
+    constants={
+        "activation_function": GPT2_GELUS,
+        "scale_attn_weights": (True,),
+        "scale_attn_by_inverse_layer_idx": (False,),
+        "add_cross_attention": (False,),
+    },
+)
+
+#: The field table of each Hugging Face family, driving both directions.
+HF_TABLES: dict[str, HFTable] = {"llama": _LLAMA, "gpt2": _GPT2}
+
+#: Why a fixed field has to have its value, where "needs X" is not explanation enough.
+_FIXED_NOTES = {
+    ("llama", "dropout"): "Llama only drops attention weights; use dropout=0.0",
+    ("gpt2", "n_kv_heads"): "GPT-2 has no grouped key/value heads; use None",
+}
+#: Hugging Face's special-token ids, kept when they exist in our vocabulary.
+_TOKEN_IDS = {"llama": (1, 2), "gpt2": (50256, 50256)}
+
+
 def hf_architecture(config: ModelConfig) -> str:
-    """The Hugging Face family a config belongs to: ``"llama"`` (RoPE) or ``"gpt2"`` (learned)."""
+    """The Hugging Face family a config belongs to: ``"llama"`` (RoPE) or ``"gpt2"`` (learned)
+    (section 1.12)."""
     if config.positional == "rope":
         return "llama"
     if config.positional == "learned":
@@ -84,44 +228,28 @@ def hf_architecture(config: ModelConfig) -> str:
     )
 
 
-def _llama_problems(config: ModelConfig) -> list[str]:
-    wanted = dict(positional="rope", norm="rmsnorm", norm_placement="pre", activation="swiglu")
-    problems = _mismatches(config, wanted)
-    if config.dropout:
-        problems.append(
-            f"dropout={config.dropout!r} (Llama only drops attention weights; use dropout=0.0)"
-        )
+def _fixed_problems(config: ModelConfig, table: HFTable) -> list[str]:
+    """Every fixed field of ``table`` that ``config`` sets otherwise."""
+    problems = []
+    for key, wanted in table.fixed.items():
+        value = config.kv_heads if key == "n_kv_heads" else getattr(config, key)
+        wanted = config.n_heads if key == "n_kv_heads" else wanted
+        if value != wanted:
+            shown = getattr(config, key)
+            note = _FIXED_NOTES.get((table.architecture, key), f"needs {wanted!r}")
+            problems.append(f"{key}={shown!r} ({note})")
     return problems
-
-
-def _gpt2_problems(config: ModelConfig) -> list[str]:
-    wanted = dict(
-        positional="learned", norm="layernorm", norm_placement="pre", activation="gelu", bias=True
-    )
-    problems = _mismatches(config, wanted)
-    if config.kv_heads != config.n_heads:
-        problems.append(
-            f"n_kv_heads={config.n_kv_heads!r} (GPT-2 has no grouped key/value heads; use None)"
-        )
-    return problems
-
-
-def _mismatches(config: ModelConfig, wanted: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}={getattr(config, key)!r} (needs {value!r})"
-        for key, value in wanted.items()
-        if getattr(config, key) != value
-    ]
 
 
 def check_hf_compatible(config: ModelConfig, architecture: str | None = None) -> str:
-    """Return the target family, or raise ``ValueError`` listing every field it cannot express."""
+    """Return the target family, or raise ``ValueError`` listing every field it cannot express
+    (section 1.12)."""
     architecture = architecture or hf_architecture(config)
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"architecture must be one of {list(ARCHITECTURES)}, got {architecture!r}."
         )
-    problems = (_llama_problems if architecture == "llama" else _gpt2_problems)(config)
+    problems = _fixed_problems(config, HF_TABLES[architecture])
     if problems:
         raise ValueError(
             f"ModelConfig {config.name!r} cannot be expressed as {HF_CLASSES[architecture]}: "
@@ -136,49 +264,29 @@ def _token_id(default: int, vocab_size: int) -> int | None:
     return default if default < vocab_size else None
 
 
+def hf_config_dict(config: ModelConfig, architecture: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of the ``LlamaConfig``/``GPT2Config`` for ``config``, written from
+    the family's :data:`HF_TABLES` row by row (plain data: no ``transformers`` needed)
+    (section 1.12)."""
+    architecture = check_hf_compatible(config, architecture)
+    table = HF_TABLES[architecture]
+    values = {row.hf: row.to_hf(config) for row in table.fields}
+    values.update({key: accepted[0] for key, accepted in table.constants.items()})
+    bos, eos = _TOKEN_IDS[architecture]
+    values["bos_token_id"] = _token_id(bos, config.vocab_size)
+    values["eos_token_id"] = _token_id(eos, config.vocab_size)
+    return values
+
+
 def config_to_hf(
     config: ModelConfig, architecture: str | None = None, attn_implementation: str = "sdpa"
 ) -> Any:
-    """A ``LlamaConfig`` or ``GPT2Config`` describing the same network as ``config``."""
+    """A ``LlamaConfig`` or ``GPT2Config`` describing the same network as ``config``
+    (section 1.12)."""
+    values = hf_config_dict(config, architecture)
     architecture = check_hf_compatible(config, architecture)
-    transformers = _transformers()
-    if architecture == "llama":
-        return transformers.LlamaConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.d_model,
-            intermediate_size=config.d_ff,
-            num_hidden_layers=config.n_layers,
-            num_attention_heads=config.n_heads,
-            num_key_value_heads=config.kv_heads,
-            hidden_act="silu",
-            max_position_embeddings=config.context_length,
-            rms_norm_eps=config.norm_eps,
-            tie_word_embeddings=config.tie_embeddings,
-            rope_theta=config.rope_theta,
-            attention_bias=config.bias,
-            mlp_bias=config.bias,
-            attention_dropout=0.0,
-            bos_token_id=_token_id(1, config.vocab_size),
-            eos_token_id=_token_id(2, config.vocab_size),
-            attn_implementation=attn_implementation,
-        )
-    return transformers.GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.context_length,
-        n_embd=config.d_model,
-        n_layer=config.n_layers,
-        n_head=config.n_heads,
-        n_inner=config.d_ff,
-        activation_function="gelu_new",
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        layer_norm_epsilon=config.norm_eps,
-        tie_word_embeddings=config.tie_embeddings,
-        bos_token_id=_token_id(50256, config.vocab_size),
-        eos_token_id=_token_id(50256, config.vocab_size),
-        attn_implementation=attn_implementation,
-    )
+    cls = {"llama": "LlamaConfig", "gpt2": "GPT2Config"}[architecture]
+    return getattr(_transformers(), cls)(**values, attn_implementation=attn_implementation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,15 +294,20 @@ def config_to_hf(
 # --------------------------------------------------------------------------------------------
 
 
-def _getter(hf_config: Any) -> Callable[[str, Any], Any]:
+def _getter(hf_config: Any) -> Getter:
     """Read a field from a ``PretrainedConfig`` or from a plain ``config.json`` dict."""
-    if isinstance(hf_config, Mapping):
-        return lambda key, default=None: hf_config.get(key, default)
-    return lambda key, default=None: getattr(hf_config, key, default)
+
+    def get(key: str, default: Any = None) -> Any:
+        if isinstance(hf_config, Mapping):
+            return hf_config.get(key, default)
+        return getattr(hf_config, key, default)
+
+    return get
 
 
 def hf_config_architecture(hf_config: Any) -> str:
-    """``"llama"`` or ``"gpt2"`` from a config's ``model_type``; ``ValueError`` otherwise."""
+    """``"llama"`` or ``"gpt2"`` from a config's ``model_type``; ``ValueError`` otherwise
+    (section 1.12)."""
     model_type = _getter(hf_config)("model_type", None)
     if model_type not in ARCHITECTURES:
         raise ValueError(
@@ -205,14 +318,14 @@ def hf_config_architecture(hf_config: Any) -> str:
 
 
 def config_from_hf(hf_config: Any, name: str | None = None) -> ModelConfig:
-    """The :class:`ModelConfig` of a ``LlamaConfig``/``GPT2Config`` (or their ``config.json`` dict).
+    """The :class:`ModelConfig` of a ``LlamaConfig``/``GPT2Config`` (or their ``config.json`` dict)
+    (section 1.12).
 
     Raises ``ValueError`` naming every field whose value tinytrans cannot reproduce exactly.
     """
     architecture = hf_config_architecture(hf_config)
-    reader = _llama_fields if architecture == "llama" else _gpt2_fields
     try:
-        fields, problems = reader(_getter(hf_config))
+        fields, problems = _read_table(HF_TABLES[architecture], _getter(hf_config))
     except (TypeError, KeyError, AttributeError, ValueError) as error:
         raise ValueError(
             f"this {HF_CLASSES[architecture]} config is malformed ({type(error).__name__}: "
@@ -232,93 +345,44 @@ def config_from_hf(hf_config: Any, name: str | None = None) -> ModelConfig:
         ) from None
 
 
-def _rope_theta(get: Callable[[str, Any], Any], problems: list[str]) -> float:
-    """``rope_theta`` from ``rope_parameters`` (transformers 5) or the top level (4.x)."""
-    parameters = get("rope_parameters", None) or {}
-    for key in ("rope_parameters", "rope_scaling"):  # 5.x aliases the two; 4.x has only scaling
-        value = get(key, None)
-        kind = value.get("rope_type", value.get("type", "default")) if value else "default"
-        if kind != "default":
-            problems.append(f"{key}={value!r} (only plain RoPE is supported; needs None)")
-            break
-    factor = parameters.get("partial_rotary_factor", get("partial_rotary_factor", 1.0))
-    if factor not in (None, 1, 1.0):
-        problems.append(f"partial_rotary_factor={factor!r} (needs 1.0)")
-    return float(parameters.get("rope_theta") or get("rope_theta", None) or 10000.0)
-
-
-def _llama_fields(get: Callable[[str, Any], Any]) -> tuple[dict[str, Any], list[str]]:
-    problems: list[str] = []
-    if get("hidden_act", "silu") != "silu":
-        problems.append(f"hidden_act={get('hidden_act', None)!r} (needs 'silu' for SwiGLU)")
-    attention_bias, mlp_bias = bool(get("attention_bias", False)), bool(get("mlp_bias", False))
-    if attention_bias != mlp_bias:
-        problems.append(
-            f"attention_bias={attention_bias} and mlp_bias={mlp_bias} (tinytrans has one "
-            "bias switch; they must be equal)"
-        )
-    if get("attention_dropout", 0.0):
-        problems.append(f"attention_dropout={get('attention_dropout', None)!r} (needs 0.0)")
-    hidden, heads = get("hidden_size", None), get("num_attention_heads", None)
-    head_dim = get("head_dim", None)
-    if head_dim is not None and hidden is not None and head_dim * heads != hidden:
-        problems.append(f"head_dim={head_dim} (needs hidden_size / num_attention_heads)")
-    theta = _rope_theta(get, problems)
-    fields = dict(
-        vocab_size=get("vocab_size", None),
-        context_length=get("max_position_embeddings", None),
-        d_model=hidden,
-        n_layers=get("num_hidden_layers", None),
-        n_heads=heads,
-        n_kv_heads=get("num_key_value_heads", None) or heads,
-        d_ff=get("intermediate_size", None),
-        positional="rope",
-        norm="rmsnorm",
-        norm_placement="pre",
-        activation="swiglu",
-        bias=attention_bias,
-        tie_embeddings=bool(get("tie_word_embeddings", False)),
-        rope_theta=theta,
-        norm_eps=float(get("rms_norm_eps", 1e-6)),
-    )
-    if fields["n_kv_heads"] == heads:
+def _read_table(table: HFTable, get: Getter) -> tuple[dict[str, Any], list[str]]:
+    """Our fields from an HF config by ``table``, and every value we cannot reproduce."""
+    problems = _constant_problems(table, get)
+    if table.architecture == "llama":
+        problems += _llama_problems(get)
+    read: dict[str, dict[str, Any]] = {}
+    for row in table.fields:
+        read.setdefault(row.ours, {})[row.hf] = row.from_hf(get, problems)
+    fields: dict[str, Any] = dict(table.fixed)
+    for ours, by_key in read.items():
+        if len(set(by_key.values())) > 1:
+            shown = ", ".join(f"{key}={value!r}" for key, value in by_key.items())
+            problems.append(f"{shown} (tinytrans has one {ours} field; they must be equal)")
+        fields[ours] = next(iter(by_key.values()))
+    if fields.get("n_kv_heads") in (None, fields["n_heads"]):
         fields["n_kv_heads"] = None
     return fields, problems
 
 
-def _gpt2_fields(get: Callable[[str, Any], Any]) -> tuple[dict[str, Any], list[str]]:
-    problems: list[str] = []
-    activation = get("activation_function", "gelu_new")
-    if activation not in GPT2_GELUS:
-        problems.append(f"activation_function={activation!r} (needs one of {list(GPT2_GELUS)})")
-    for key, needed in (
-        ("scale_attn_weights", True),
-        ("scale_attn_by_inverse_layer_idx", False),
-        ("add_cross_attention", False),
-    ):
-        if bool(get(key, needed)) != needed:
-            problems.append(f"{key}={get(key, None)!r} (needs {needed})")
-    drops = {key: get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
-    if len(set(drops.values())) > 1:
-        problems.append(f"{drops} (tinytrans has one dropout rate; they must be equal)")
-    d_model = get("n_embd", None)
-    fields = dict(
-        vocab_size=get("vocab_size", None),
-        context_length=get("n_positions", None),
-        d_model=d_model,
-        n_layers=get("n_layer", None),
-        n_heads=get("n_head", None),
-        d_ff=get("n_inner", None) or 4 * d_model,
-        positional="learned",
-        norm="layernorm",
-        norm_placement="pre",
-        activation="gelu",
-        bias=True,
-        tie_embeddings=bool(get("tie_word_embeddings", True)),
-        dropout=float(drops["resid_pdrop"]),
-        norm_eps=float(get("layer_norm_epsilon", 1e-5)),
-    )
-    return fields, problems
+def _constant_problems(table: HFTable, get: Getter) -> list[str]:
+    """HF keys whose value the family's tinytrans model cannot compute."""
+    problems = []
+    for key, accepted in table.constants.items():
+        value = get(key, accepted[0])
+        if value not in accepted:
+            needs = f"{accepted[0]!r}" if len(accepted) == 1 else f"one of {list(accepted)}"
+            problems.append(f"{key}={value!r} (needs {needs})")
+    return problems
+
+
+def _llama_problems(get: Getter) -> list[str]:
+    """Llama keys that no table row holds but that must agree with the rest."""
+    hidden, heads, head_dim = (
+        get("hidden_size", None), get("num_attention_heads", None), get("head_dim", None)
+    )  # fmt: skip
+    if head_dim is not None and hidden is not None and head_dim * heads != hidden:
+        return [f"head_dim={head_dim} (needs hidden_size / num_attention_heads)"]
+    return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +440,8 @@ def _conv1d(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
-    """Rename (and for GPT-2 transpose and fuse) a tinytrans state dict into HF's layout."""
+    """Rename (and for GPT-2 transpose and fuse) a tinytrans state dict into HF's layout
+    (section 1.12)."""
     architecture = check_hf_compatible(config)
     if architecture == "llama":
         return {hf: state[ours].clone() for ours, hf in _llama_names(config).items()}
@@ -409,7 +474,8 @@ def _normalise_hf_keys(state: Mapping[str, torch.Tensor], architecture: str) -> 
 
 
 def state_dict_from_hf(state: Mapping[str, torch.Tensor], config: ModelConfig) -> StateDict:
-    """The tinytrans state dict for a Hugging Face Llama/GPT-2 one (inverse of ``to_hf``'s)."""
+    """The tinytrans state dict for a Hugging Face Llama/GPT-2 one (inverse of ``to_hf``'s)
+    (section 1.12)."""
     architecture = check_hf_compatible(config)
     state = _normalise_hf_keys(state, architecture)
     if "lm_head.weight" not in state and config.tie_embeddings:
@@ -459,7 +525,8 @@ def _check_keys(found: set[str], expected: set[str]) -> None:
 def to_hf(
     model: TinyTransformer, architecture: str | None = None, attn_implementation: str = "sdpa"
 ) -> Any:
-    """A ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` computing exactly what ``model`` computes.
+    """A ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` computing exactly what ``model`` computes
+    (section 1.12).
 
     The family follows ``model.config.positional`` (rope -> Llama, learned -> GPT-2) unless
     ``architecture`` says otherwise; configs the family cannot express raise ``ValueError``.
@@ -484,7 +551,8 @@ def from_hf(
     *,
     dtype: torch.dtype = torch.float32,
 ) -> TinyTransformer:
-    """A :class:`TinyTransformer` with the weights of a Hugging Face Llama or GPT-2 model.
+    """A :class:`TinyTransformer` with the weights of a Hugging Face Llama or GPT-2 model
+    (section 1.12).
 
     Pass a ``LlamaForCausalLM``/``GPT2LMHeadModel`` (e.g. ``GPT2LMHeadModel.from_pretrained("gpt2")``
     on a machine with internet), or a state dict together with its ``hf_config`` (a

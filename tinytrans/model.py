@@ -88,7 +88,7 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim) (section 1.4)."""
+    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim) (section 1.6)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
@@ -98,7 +98,7 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len (section 1.4)."""
+    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len (section 1.6)."""
 
     table: torch.Tensor
 
@@ -112,7 +112,7 @@ class SinusoidalPositions(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq
-    (section 1.4).
+    (section 1.6).
 
     Uses the "rotate half" pairing (dimension i with i + D/2), as Llama and GPT-NeoX do.
     """
@@ -139,7 +139,7 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, length: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads (section 1.4).
+        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads (section 1.6).
 
         ``length``: a bound, known on the host, with every position ``< length``; the tables
         grow to it (doubling) when they are too short. The model passes its sequence length,
@@ -157,13 +157,13 @@ class RotaryEmbedding(nn.Module):
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """``(a, b) -> (-b, a)`` on the two halves of the last dimension (section 1.4)."""
+    """``(a, b) -> (-b, a)`` on the two halves of the last dimension (section 1.6)."""
     first, second = x.chunk(2, dim=-1)
     return torch.cat([-second, first], dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, heads, T, D) queries or keys by their positions' angles (section 1.4)."""
+    """Rotate (B, heads, T, D) queries or keys by their positions' angles (section 1.6)."""
     return (x * cos + rotate_half(x) * sin).type_as(x)
 
 
@@ -230,7 +230,7 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA; sections 1.5
+    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA; sections 1.4
     and 1.7).
 
     Two paths compute the same thing: ``F.scaled_dot_product_attention`` for speed, and an
@@ -300,7 +300,7 @@ class CausalSelfAttention(nn.Module):
 def causal_mask(
     T: int, S: int, past: int | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s (section 1.6)."""
+    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s (section 1.5)."""
     past = S - T if past is None else past
     rows = torch.arange(T, device=device)[:, None] + past
     cols = torch.arange(S, device=device)[None, :]
@@ -357,7 +357,7 @@ class TransformerBlock(nn.Module):
 
 @dataclass
 class AttentionCapture:
-    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors (section 1.13)."""
+    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors (section 1.15)."""
 
     logits: torch.Tensor
     weights: list[torch.Tensor]
@@ -486,7 +486,7 @@ class TinyTransformer(nn.Module):
     def attention_maps(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> AttentionCapture:
-        """Run the explicit attention path and return every layer's weights and raw scores (section 1.13)."""
+        """Run the explicit attention path and return every layer's weights and raw scores (section 1.15)."""
         capture: list[dict[str, torch.Tensor]] = []
         with torch.no_grad():
             logits, _ = self(idx, attention_mask=attention_mask, capture=capture)

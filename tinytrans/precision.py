@@ -3,8 +3,8 @@
 A *precision* names a whole recipe, not just a dtype: where the weights live, which dtype
 the matrix multiplications run in, whether the optimizer updates an fp32 master copy and
 whether the loss must be scaled. Training and sizing use the same names, so chapter 5 sizes
-exactly what chapter 3 runs under that name (section 3.6, "Mixed precision"; section 5.3,
-"Training memory").
+exactly what chapter 3 runs under that name (section 3.9, "Mixed precision and gradient
+accumulation"; section 5.4, "Training memory: states and activations").
 
 =================  ==============  ==============  ===============  ============
 name               stored weights  matmuls run in  fp32 master copy  loss scaling

@@ -14,7 +14,11 @@ Conventions (stated once, used everywhere):
   multiplies an activation plus the attention term ``2 * n_layers * context * d_model``: the
   counting of Kaplan et al. (2020, Table 1), which charges each token for attending to its
   (on average, causally) visible keys. Training costs 3x the forward (backward = 2x forward),
-  hence the familiar ``C = 6ND``.
+  hence the familiar ``C = 6ND``. ``attention="full"`` charges the whole ``T x T`` square
+  instead (``4·n_layers·context·d_model`` forward, PaLM's ``12·L·T·d`` for training), for
+  comparing with MFUs published on that basis (section 5.5).
+* Training memory follows a precision recipe of :mod:`tinytrans.precision` (``fp32``,
+  ``bf16-mixed``, ``fp16-mixed``, ``bf16-true``), the names the Trainer runs (section 5.4).
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from typing import Any, Literal
 import torch
 
 from tinytrans.model import ModelConfig, TinyTransformer
+from tinytrans.precision import Precision, get_precision
 
 __all__ = [
+    "ATTENTION_COUNTS",
     "CHINCHILLA",
     "CHINCHILLA_REFIT",
     "CHINCHILLA_TOKENS_PER_PARAM",
     "DTYPE_BYTES",
+    "OPTIMIZER_STATE_BYTES",
     "PEAK_TFLOPS",
     "ChinchillaFit",
     "ComputeOptimal",
@@ -58,6 +65,7 @@ __all__ = [
     "layer_detail",
     "loss_optimal",
     "measured_activation_bytes",
+    "optimizer_state_bytes",
     "parameter_breakdown",
     "summary",
     "tokens_per_second",
@@ -110,7 +118,8 @@ DType = str | torch.dtype
 
 
 def canonical_dtype(dtype: DType) -> str:
-    """The canonical name (``"fp32"``, ``"bf16"``, ...) of a dtype given as text or torch dtype."""
+    """The canonical name (``"fp32"``, ``"bf16"``, ...) of a dtype given as text or torch dtype
+    (section 5.3)."""
     name = str(dtype).removeprefix("torch.").lower()
     name = _DTYPE_ALIASES.get(name, name)
     if name not in DTYPE_BYTES:
@@ -120,7 +129,7 @@ def canonical_dtype(dtype: DType) -> str:
 
 
 def dtype_bytes(dtype: DType) -> float:
-    """Bytes per number stored in ``dtype`` (0.5 for int4)."""
+    """Bytes per number stored in ``dtype``, 0.5 for int4 (section 5.3)."""
     return DTYPE_BYTES[canonical_dtype(dtype)]
 
 
@@ -131,7 +140,7 @@ def dtype_bytes(dtype: DType) -> float:
 
 @dataclass(frozen=True)
 class ParameterBreakdown:
-    """Where the parameters of a configuration live, computed from the config alone.
+    """Where the parameters of a configuration live, computed from the config alone (section 5.1).
 
     Per-layer fields (``attention``, ``ffn``, ``norms``) count one transformer block; the
     ``*_total`` properties multiply by ``n_layers``. ``head`` is 0 when ``head_tied`` is True,
@@ -224,7 +233,8 @@ def _linear(d_in: int, d_out: int, bias: bool) -> int:
 
 
 def layer_detail(config: ModelConfig) -> dict[str, int]:
-    """Parameters of each tensor group in one block, named as in :mod:`tinytrans.model`."""
+    """Parameters of each tensor group in one block, named as in :mod:`tinytrans.model`
+    (section 5.1)."""
     c, kv_dim, f, bias = config.d_model, config.kv_heads * config.head_dim, config.d_ff, config.bias
     detail = {
         "attn_norm": _norm_params(config),
@@ -242,7 +252,8 @@ def layer_detail(config: ModelConfig) -> dict[str, int]:
 
 
 def parameter_breakdown(config: ModelConfig) -> ParameterBreakdown:
-    """Count every parameter of ``config`` by component, without building the model."""
+    """Count every parameter of ``config`` by component, without building the model
+    (section 5.1)."""
     detail = layer_detail(config)
     attention = sum(detail[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj"))
     ffn = sum(detail[k] for k in ("gate_proj", "up_proj", "down_proj") if k in detail)
@@ -266,7 +277,8 @@ def parameter_breakdown(config: ModelConfig) -> ParameterBreakdown:
 
 
 def count_parameters(config: ModelConfig, *, non_embedding: bool = False) -> int:
-    """Unique trainable parameters of ``config`` (equals ``sum(p.numel())`` of the model).
+    """Unique trainable parameters of ``config`` (equals ``sum(p.numel())`` of the model)
+    (section 5.1).
 
     ``non_embedding=True`` drops the token and learned-position tables, like
     ``TinyTransformer.num_parameters(exclude_embeddings=True)`` and Kaplan et al.'s ``N``.
@@ -279,7 +291,7 @@ def width_for_budget(
     config: ModelConfig, n_layers: int, budget: int, *, head_dim: int | None = None
 ) -> ModelConfig:
     """``config`` with ``n_layers`` blocks and the width whose parameter count is closest to
-    ``budget``: the equal-parameter shapes of a depth-versus-width comparison.
+    ``budget``: the equal-parameter shapes of a depth-versus-width comparison (section 5.7).
 
     ``d_model`` runs over multiples of ``head_dim`` (default: ``config.head_dim``), one head
     per ``head_dim`` dimensions; ``d_ff`` keeps the ratio ``d_ff / d_model`` of ``config``
@@ -306,7 +318,7 @@ def width_for_budget(
         count = count_parameters(candidate)
         if abs(count - budget) < best_gap:
             best, best_gap = candidate, abs(count - budget)
-        if count >= budget:
+        if count >= budget and best is not None:
             return best
         n_heads += group
 
@@ -328,7 +340,7 @@ def _as_count(model: ModelConfig | int) -> int:
 def weight_bytes(
     model: ModelConfig | int, dtype: DType = "fp32", group_size: int | None = None
 ) -> int:
-    """Bytes to store the weights in ``dtype``: parameters x bytes per number.
+    """Bytes to store the weights in ``dtype``: parameters x bytes per number (section 5.3).
 
     For int4/int8 with ``group_size`` set, add one fp16 scale per group of weights, as
     group-wise quantization schemes store (e.g. 64 weights share one scale).
@@ -343,7 +355,7 @@ def weight_bytes(
 
 
 def weight_bytes_table(model: ModelConfig | int) -> dict[str, int]:
-    """Weight bytes in fp32, bf16, int8 and int4 (the quantization ladder)."""
+    """Weight bytes in fp32, bf16, int8 and int4 (the quantization ladder) (section 5.3)."""
     return {name: weight_bytes(model, name) for name in ("fp32", "bf16", "int8", "int4")}
 
 
@@ -360,7 +372,7 @@ def kv_cache_bytes(
     context_length: int | None = None,
     dtype: DType = "fp32",
 ) -> int:
-    """Bytes of keys and values cached for generation.
+    """Bytes of keys and values cached for generation (section 5.3).
 
     ``2 (K and V) x batch x context x layers x kv_heads x head_dim x bytes``: grouped-query and
     multi-query attention shrink it by ``n_heads / kv_heads``.
@@ -378,7 +390,8 @@ def attention_matrix_bytes(
     context_length: int | None = None,
     dtype: DType = "fp32",
 ) -> int:
-    """Bytes of one layer's materialised attention scores: ``batch x heads x T x T x bytes``.
+    """Bytes of one layer's materialised attention scores: ``batch x heads x T x T x bytes``
+    (section 5.4).
 
     This is the tensor that fused ("flash") attention never stores, and the reason long
     contexts blow up memory in a naive implementation.
@@ -447,7 +460,7 @@ def activation_bytes(
     checkpointing: bool = False,
     fused_attention: bool = True,
 ) -> int:
-    """Estimated bytes of activations saved for backward by a training step.
+    """Estimated bytes of activations saved for backward by a training step (section 5.4).
 
     Blocks: ``n_layers x`` :func:`layer_activation_bytes`, or with (full) activation
     checkpointing only each block's input (``sbh·e`` per layer) plus one block recomputed at a
@@ -470,7 +483,7 @@ def activation_bytes(
 
 
 def measured_activation_bytes(
-    model: ModelConfig | torch.nn.Module,
+    model: ModelConfig | TinyTransformer,
     batch_size: int,
     context_length: int | None = None,
     *,
@@ -478,7 +491,7 @@ def measured_activation_bytes(
     seed: int = 0,
 ) -> int:
     """Bytes that one training forward pass really keeps for backward: the measured
-    counterpart of :func:`activation_bytes`.
+    counterpart of :func:`activation_bytes` (section 5.4).
 
     Runs one forward pass (with targets, so the loss is included) of a random
     ``batch_size x context_length`` batch under ``torch.autograd.graph.saved_tensors_hooks``
@@ -491,6 +504,8 @@ def measured_activation_bytes(
     if isinstance(model, ModelConfig):
         torch.manual_seed(seed)
         model = TinyTransformer(model)
+    if not isinstance(model, TinyTransformer):
+        raise TypeError(f"expected a ModelConfig or a TinyTransformer, got {type(model).__name__}.")
     config = model.config
     context = config.context_length if context_length is None else context_length
     was_training, was_checkpointing = model.training, model.gradient_checkpointing
@@ -519,9 +534,27 @@ def measured_activation_bytes(
     return sum(seen.values()) + logits.numel() * logits.element_size()
 
 
+#: Bytes of optimizer state per parameter: AdamW keeps two float32 moments, SGD with momentum
+#: one float32 buffer, plain SGD nothing (section 5.4).
+OPTIMIZER_STATE_BYTES: dict[str, int] = {"adamw": 8, "sgd-momentum": 4, "sgd": 0}
+
+
+def optimizer_state_bytes(model: ModelConfig | int, optimizer: str = "adamw") -> int:
+    """Bytes the optimizer keeps for ``model``'s parameters (section 5.4, "Training memory").
+
+    ``optimizer`` is a key of :data:`OPTIMIZER_STATE_BYTES`; anything else is a ``ValueError``
+    naming the choices.
+    """
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise ValueError(
+            f"optimizer must be one of {sorted(OPTIMIZER_STATE_BYTES)}, got {optimizer!r}."
+        )
+    return _as_count(model) * OPTIMIZER_STATE_BYTES[optimizer]
+
+
 @dataclass(frozen=True)
 class TrainingMemory:
-    """Bytes of one AdamW training step, by kind."""
+    """Bytes of one training step, by kind (section 5.4, "Training memory")."""
 
     weights: int
     gradients: int
@@ -542,36 +575,45 @@ class TrainingMemory:
         return {**asdict(self), "states": self.states, "total": self.total}
 
 
+def _recipe(precision: str | Precision) -> Precision:
+    """A :class:`~tinytrans.precision.Precision` from its name (or one given as is)."""
+    return precision if isinstance(precision, Precision) else get_precision(precision)
+
+
 def training_memory(
     config: ModelConfig,
     batch_size: int = 1,
     context_length: int | None = None,
-    weight_dtype: DType = "fp32",
+    precision: str | Precision = "fp32",
     *,
-    master_weights: bool = False,
-    activation_dtype: DType | None = None,
+    optimizer: str = "adamw",
     checkpointing: bool = False,
     fused_attention: bool = True,
 ) -> TrainingMemory:
-    """Memory of training ``config`` with AdamW.
+    """Memory of one training step of ``config`` under a precision recipe (section 5.4).
 
-    Weights and gradients are stored in ``weight_dtype``; AdamW keeps two float32 moments
-    (8 bytes per parameter); ``master_weights=True`` adds the float32 copy that mixed-precision
-    training updates (4 more bytes). Typical recipes per parameter: fp32 = 4 + 4 + 8 = 16 B;
-    bf16 with fp32 master weights = 2 + 2 + 8 + 4 = 16 B; pure bf16 = 2 + 2 + 8 = 12 B.
-    Activations (see :func:`activation_bytes`) default to ``weight_dtype``.
+    ``precision`` is a name of :data:`tinytrans.precision.PRECISIONS` (the Trainer's names;
+    the older ``"bf16"``, ``"fp16"`` and ``"mixed"`` mean the mixed recipes) or a
+    :class:`~tinytrans.precision.Precision`. It fixes the dtype of the weights and their
+    gradients, whether an fp32 master copy is kept, and the dtype of the activations (the
+    matmuls' dtype). The optimizer state comes from :data:`OPTIMIZER_STATE_BYTES`. Per
+    parameter with AdamW: ``fp32`` and ``bf16-mixed`` = 4 + 4 + 8 = 16 B (autocast keeps fp32
+    weights and gradients), ``bf16-true`` = 2 + 2 + 8 = 12 B; a Megatron-style recipe (bf16
+    weights, fp32 master copy) is ``Precision(..., weights="bf16", master_weights=True)``:
+    2 + 2 + 8 + 4 = 16 B. Activations: see :func:`activation_bytes`.
     """
+    recipe = _recipe(precision)
     n = count_parameters(config)
     return TrainingMemory(
-        weights=weight_bytes(n, weight_dtype),
-        gradients=weight_bytes(n, weight_dtype),
-        optimizer=weight_bytes(n, "fp32") * 2,
-        master_weights=weight_bytes(n, "fp32") if master_weights else 0,
+        weights=weight_bytes(n, recipe.weights),
+        gradients=weight_bytes(n, recipe.weights),
+        optimizer=optimizer_state_bytes(n, optimizer),
+        master_weights=weight_bytes(n, "fp32") if recipe.master_weights else 0,
         activations=activation_bytes(
             config,
             batch_size,
             context_length,
-            activation_dtype or weight_dtype,
+            recipe.compute,
             checkpointing=checkpointing,
             fused_attention=fused_attention,
         ),
@@ -583,36 +625,57 @@ def training_memory(
 # --------------------------------------------------------------------------------------------
 
 
+#: How the attention scores and the weighted values are charged: ``"causal"`` (the visible
+#: half of the ``T x T`` square, Kaplan et al.; the default), ``"full"`` (the whole square,
+#: PaLM's ``12·L·T·d`` per training token) or ``"none"`` (plain ``2N``).
+ATTENTION_COUNTS = ("causal", "full", "none")
+
+AttentionCount = Literal["causal", "full", "none"] | bool
+
+
+def _attention_factor(attention: AttentionCount) -> int:
+    """Multiples of ``n_layers·context·d_model`` that attention adds per forward token."""
+    if attention is True or attention == "causal":
+        return 2
+    if attention is False or attention == "none":
+        return 0
+    if attention == "full":
+        return 4
+    raise ValueError(f"attention must be one of {list(ATTENTION_COUNTS)}, got {attention!r}.")
+
+
 def forward_flops_per_token(
     config: ModelConfig,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
 ) -> int:
-    """FLOPs of one token's forward pass: ``2N_matmul + 2·n_layers·context·d_model``.
+    """FLOPs of one token's forward pass, ``2N_matmul + 2·n_layers·context·d_model``
+    (section 5.5).
 
     ``N_matmul`` is every block parameter plus the ``d_model x vocab`` output head (which is
     a matmul even when tied); the embedding lookup costs nothing. The attention term is
     Kaplan et al.'s (2020): QK^T and AV each cost ``2·d_model`` FLOPs per visible key, and a
-    causal token sees ``context / 2`` keys on average. Set ``attention=False`` for plain 2N.
+    causal token sees ``context / 2`` keys on average. ``attention="full"`` charges every key
+    (``4·n_layers·context·d_model``, PaLM's basis for MFU); ``"none"`` (or ``False``) gives
+    plain 2N; ``True`` means ``"causal"``.
     """
+    factor = _attention_factor(attention)
     breakdown = parameter_breakdown(config)
     matmul_params = breakdown.blocks + breakdown.final_norm + config.vocab_size * config.d_model
-    flops = 2 * matmul_params
-    if attention:
-        context = config.context_length if context_length is None else context_length
-        flops += 2 * config.n_layers * context * config.d_model
-    return flops
+    context = config.context_length if context_length is None else context_length
+    return 2 * matmul_params + factor * config.n_layers * context * config.d_model
 
 
 def training_flops_per_token(
     config: ModelConfig,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
     recompute: bool = False,
 ) -> int:
-    """Forward + backward FLOPs per token: 3x the forward (4x with activation recomputation)."""
+    """Forward + backward FLOPs per token: 3x the forward, 4x with activation recomputation
+    (section 5.5). This is the basis of every MFU the course reports (benchmarks included)."""
     passes = 4 if recompute else 3
     return passes * forward_flops_per_token(config, context_length, attention=attention)
 
@@ -622,12 +685,12 @@ def training_flops(
     tokens: float,
     context_length: int | None = None,
     *,
-    attention: bool = True,
+    attention: AttentionCount = "causal",
 ) -> float:
-    """Total training compute for ``tokens`` tokens.
+    """Total training compute for ``tokens`` tokens (section 5.5).
 
     Given a parameter count: ``6ND``. Given a config: per-token training FLOPs (which include
-    the attention term unless ``attention=False``) times ``tokens``.
+    the attention term unless ``attention="none"``) times ``tokens``.
     """
     if isinstance(model, ModelConfig):
         return training_flops_per_token(model, context_length, attention=attention) * tokens
@@ -637,7 +700,8 @@ def training_flops(
 def training_seconds(
     flops: float, peak_tflops: float, mfu: float = 0.4, n_devices: int = 1
 ) -> float:
-    """Wall-clock seconds to execute ``flops`` at ``mfu`` x peak on ``n_devices`` devices.
+    """Wall-clock seconds to execute ``flops`` at ``mfu`` x peak on ``n_devices`` devices
+    (section 5.5).
 
     MFU (model FLOPs utilisation) is the fraction of the datasheet peak that does useful model
     arithmetic; 30-50% is good for large models on GPUs, small models often manage far less.
@@ -657,14 +721,15 @@ def tokens_per_second(
     n_devices: int = 1,
     context_length: int | None = None,
 ) -> float:
-    """Training throughput in tokens/s implied by a peak, an MFU and the per-token FLOPs."""
+    """Training throughput in tokens/s implied by a peak, an MFU and the per-token FLOPs
+    (section 5.5)."""
     per_token = training_flops_per_token(config, context_length)
     return 1.0 / training_seconds(per_token, peak_tflops, mfu, n_devices)
 
 
 def batches_per_epoch(n_examples: int, batch_size: int, drop_last: bool = False) -> int:
     """Optimizer steps in one pass over ``n_examples`` (a partial last batch counts unless
-    ``drop_last``, as in ``torch.utils.data.DataLoader``)."""
+    ``drop_last``, as in ``torch.utils.data.DataLoader``) (section 5.5)."""
     return n_examples // batch_size if drop_last else math.ceil(n_examples / batch_size)
 
 
@@ -678,7 +743,8 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 @dataclass(frozen=True)
 class ChinchillaFit:
-    """The parametric loss ``L(N, D) = E + A / N**alpha + B / D**beta`` (nats per token)."""
+    """The parametric loss ``L(N, D) = E + A / N**alpha + B / D**beta`` (nats per token)
+    (section 5.6)."""
 
     E: float = 1.69
     A: float = 406.4
@@ -699,7 +765,7 @@ CHINCHILLA_REFIT = ChinchillaFit(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, be
 
 @dataclass(frozen=True)
 class ComputeOptimal:
-    """A model size and token count that spend a compute budget."""
+    """A model size and token count that spend a compute budget (section 5.6)."""
 
     params: float
     tokens: float
@@ -713,14 +779,14 @@ class ComputeOptimal:
 def chinchilla_tokens(
     model: ModelConfig | int, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
 ) -> float:
-    """Compute-optimal training tokens for a model: about 20 per parameter."""
+    """Compute-optimal training tokens for a model: about 20 per parameter (section 5.6)."""
     return tokens_per_param * _as_count(model)
 
 
 def chinchilla_optimal(
     compute_flops: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
 ) -> ComputeOptimal:
-    """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N``.
+    """The N and D that spend ``compute_flops`` with ``C = 6ND`` and ``D = 20N`` (section 5.6).
 
     Substituting gives ``C = 120 N**2``, so ``N = sqrt(C / 120)``.
     """
@@ -731,7 +797,7 @@ def chinchilla_optimal(
 
 
 def chinchilla_loss(n_params: float, n_tokens: float, fit: ChinchillaFit = CHINCHILLA) -> float:
-    """Predicted loss (nats/token) of ``n_params`` trained on ``n_tokens``.
+    """Predicted loss (nats/token) of ``n_params`` trained on ``n_tokens`` (section 5.6).
 
     Fitted on Chinchilla's data and tokenizer for 70M-16B models: use it for trends and
     ratios, not as a promise for another tokenizer or a 2M-parameter model.
@@ -742,7 +808,8 @@ def chinchilla_loss(n_params: float, n_tokens: float, fit: ChinchillaFit = CHINC
 
 
 def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> ComputeOptimal:
-    """The N and D minimising :func:`chinchilla_loss` under ``C = 6ND`` (the fit's own optimum).
+    """The N and D minimising :func:`chinchilla_loss` under ``C = 6ND`` (the fit's own optimum)
+    (section 5.6).
 
     Setting the derivative to zero gives ``N = G (C/6)**(beta/(alpha+beta))`` with
     ``G = (alpha A / (beta B))**(1/(alpha+beta))``; it differs from the 20-tokens rule because
@@ -757,7 +824,8 @@ def loss_optimal(compute_flops: float, fit: ChinchillaFit = CHINCHILLA) -> Compu
 
 
 def uniform_loss(vocab_size: int) -> float:
-    """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)."""
+    """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)
+    (section 3.3)."""
     return math.log(vocab_size)
 
 
@@ -781,7 +849,8 @@ def _scaled(value: float, base: float, units: list[str], digits: int) -> tuple[s
 
 
 def format_count(n: float, digits: int = 3) -> str:
-    """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures."""
+    """``2_327_552 -> "2.33M"``: K, M, B, T with ``digits`` significant figures
+    (chapter 5's tables, from section 5.2)."""
     if abs(n) < 1000 and float(n).is_integer():
         return str(int(n))
     text, unit = _scaled(n, 1000.0, ["", "K", "M", "B", "T"], digits)
@@ -789,7 +858,8 @@ def format_count(n: float, digits: int = 3) -> str:
 
 
 def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
-    """``9_310_208 -> "9.31 MB"`` (decimal) or ``"8.88 MiB"`` with ``binary=True``."""
+    """``9_310_208 -> "9.31 MB"`` (decimal) or ``"8.88 MiB"`` with ``binary=True``
+    (chapter 5's tables, from section 5.2)."""
     if binary:
         units, base = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 1024.0
     else:
@@ -801,7 +871,8 @@ def format_bytes(n: float, binary: bool = False, digits: int = 3) -> str:
 
 
 def format_flops(flops: float, digits: int = 3) -> str:
-    """``1.5e14 -> "150 TFLOP"``; beyond peta, scientific: ``3.15e23 -> "3.15e23 FLOP"``.
+    """``1.5e14 -> "150 TFLOP"``; beyond peta, scientific: ``3.15e23 -> "3.15e23 FLOP"``
+    (chapter 5's tables, from section 5.2).
 
     A count of operations; append "/s" yourself for a rate.
     """
@@ -813,7 +884,8 @@ def format_flops(flops: float, digits: int = 3) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``."""
+    """A duration in the largest sensible unit: ``"8.3 s"``, ``"2.5 h"``, ``"12 days"``
+    (chapter 5's tables, from section 5.2)."""
     for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return (
@@ -830,17 +902,17 @@ def format_duration(seconds: float) -> str:
 # Everything at once
 # --------------------------------------------------------------------------------------------
 
-Precision = Literal["fp32", "mixed", "bf16"]
-
 
 @dataclass(frozen=True)
 class SizingSummary:
-    """Every sizing figure of one configuration (what the widget and the CLI show)."""
+    """Every sizing figure of one configuration (what the widget and the CLI show) (section 5.8)."""
 
     config: ModelConfig
     batch_size: int
     context_length: int
     dtype: str
+    precision: str
+    optimizer: str
     breakdown: ParameterBreakdown
     weights: dict[str, int]
     kv_cache: int
@@ -866,6 +938,8 @@ class SizingSummary:
             "batch_size": self.batch_size,
             "context_length": self.context_length,
             "dtype": self.dtype,
+            "precision": self.precision,
+            "optimizer": self.optimizer,
             "parameters": self.parameters,
             "non_embedding_parameters": self.breakdown.non_embedding,
             "breakdown": self.breakdown.as_rows(),
@@ -897,7 +971,7 @@ class SizingSummary:
             ("forward FLOPs / token", format_flops(self.forward_flops_per_token)),
             ("Chinchilla tokens (20/param)", format_count(self.chinchilla_tokens)),
         ]
-        if self.training_flops is not None:
+        if self.training_flops is not None and self.tokens is not None:
             rows.append((f"training compute ({format_count(self.tokens)} tokens)",
                          format_flops(self.training_flops)))  # fmt: skip
         if self.training_seconds is not None:
@@ -907,35 +981,42 @@ class SizingSummary:
         return rows
 
 
+def _default_precision(dtype: str) -> str:
+    """The training recipe that goes with an inference dtype: fp32, or the mixed recipe."""
+    return {"fp32": "fp32", "fp16": "fp16-mixed"}.get(dtype, "bf16-mixed")
+
+
 def summary(
     config: ModelConfig,
     batch_size: int = 1,
     dtype: DType = "fp32",
     context_length: int | None = None,
     *,
-    precision: Precision | None = None,
+    precision: str | None = None,
+    optimizer: str = "adamw",
     tokens: float | None = None,
     peak_tflops: float | None = None,
     mfu: float = 0.4,
     n_devices: int = 1,
 ) -> SizingSummary:
-    """All sizing figures for ``config`` at ``batch_size`` x ``context_length`` in ``dtype``.
+    """All sizing figures for ``config`` at ``batch_size`` x ``context_length`` (section 5.8).
 
-    ``precision`` chooses the training recipe: ``"fp32"``, ``"mixed"`` (bf16 weights and
-    activations with fp32 master weights) or ``"bf16"`` (pure bf16, fp32 Adam moments); by
-    default it follows ``dtype``. Given ``tokens`` it adds the training compute and the
-    Chinchilla-fit loss; given also ``peak_tflops`` it adds a training-time estimate.
+    ``dtype`` is the inference dtype (weights and KV cache). ``precision`` is the training
+    recipe, a name of :mod:`tinytrans.precision` (``"fp32"``, ``"bf16-mixed"``,
+    ``"fp16-mixed"``, ``"bf16-true"``); by default ``fp32`` for an fp32 ``dtype``, else the
+    mixed recipe of that dtype. ``optimizer`` is a key of :data:`OPTIMIZER_STATE_BYTES`.
+    Given ``tokens`` it adds the training compute and the Chinchilla-fit loss; given also
+    ``peak_tflops`` it adds a training-time estimate.
     """
     dtype_name = canonical_dtype(dtype)
     context = config.context_length if context_length is None else context_length
-    recipe = precision or ("fp32" if dtype_name == "fp32" else "mixed")
-    weight_dtype = "fp32" if recipe == "fp32" else "bf16"
-    memory_args = dict(
+    recipe = get_precision(precision or _default_precision(dtype_name))
+    memory_args: dict[str, Any] = dict(
         config=config,
         batch_size=batch_size,
         context_length=context,
-        weight_dtype=weight_dtype,
-        master_weights=recipe == "mixed",
+        precision=recipe,
+        optimizer=optimizer,
     )
     breakdown = parameter_breakdown(config)
     weights = weight_bytes_table(config)
@@ -949,6 +1030,8 @@ def summary(
         batch_size=batch_size,
         context_length=context,
         dtype=dtype_name,
+        precision=recipe.name,
+        optimizer=optimizer,
         breakdown=breakdown,
         weights=weights,
         kv_cache=kv_cache_bytes(config, batch_size, context, dtype_name),

@@ -885,6 +885,39 @@ class SentencePieceTokenizer:
         """The pieces (with ``▁`` for spaces) ``encode`` would produce."""
         return [self.id_to_piece(i) for i in self.encode(text)]
 
+    # -- the unigram model made visible (section 2.5) -------------------------------
+    def piece_scores(self) -> dict[str, float]:
+        """Each ordinary piece's score: its log-probability in a unigram model (for a BPE
+        model, minus its merge rank). Control, unknown, byte and unused pieces are left out."""
+        sp = self._sp
+        return {
+            sp.id_to_piece(i): sp.get_score(i)
+            for i in range(sp.get_piece_size())
+            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
+        }
+
+    def nbest_pieces(self, text: str, n: int) -> list[list[str]]:
+        """The ``n`` most probable segmentations of ``text``, best first (unigram models)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return [list(pieces) for pieces in self._sp.nbest_encode_as_pieces(text, n)]
+
+    def sample_pieces(
+        self, text: str, n: int, alpha: float = 0.1, seed: int | None = None
+    ) -> list[list[str]]:
+        """``n`` segmentations of ``text`` drawn by subword regularisation (Kudo 2018): each
+        with probability proportional to ``P(segmentation) ** alpha`` (unigram models).
+        ``seed`` reseeds SentencePiece's own generator first, for a repeatable draw."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        if seed is not None:
+            import sentencepiece as spm
+
+            spm.set_random_generator_seed(seed)
+        return [list(self._sp.sample_encode_as_pieces(text, -1, alpha)) for _ in range(n)]
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a JSON file embedding the model proto (base64); restore with :func:`load`."""
         return _write_json(

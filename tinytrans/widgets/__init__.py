@@ -1,4 +1,5 @@
-"""Interactive explorers for attention, sampling and model size, plus a live loss plot.
+"""Interactive explorers for attention (section 1.13), sampling (section 4.5) and model size
+(section 5.8), plus a live loss plot (section 3.6).
 
 Each entry point returns either a live ipywidgets explorer (in a notebook with a kernel) or a
 static explorable (in the rendered book): self-contained HTML + vanilla JavaScript with the
@@ -14,8 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tinytrans.config import ModelConfig
 from tinytrans.widgets import data, render
-from tinytrans.widgets.static import STATIC_ENV, StaticExplorable, use_static
+from tinytrans.widgets.static import (
+    STATIC_ENV,
+    StaticExplorable,
+    attention_static,
+    sampling_static,
+    sizing_static,
+    use_static,
+)
 
 __all__ = [
     "STATIC_ENV",
@@ -67,14 +76,12 @@ def attention_explorer(
     """Attention weights of every layer and head (or their mean), pre-softmax scores and the
     mask/softmax steps, a token strip for one query, and per-head statistics (entropy,
     previous-token, first-token and induction scores); ``compare_with`` adds other
-    checkpoints side by side, e.g. ``compare_with=("untrained", fresh_model)``."""
+    checkpoints side by side, e.g. ``compare_with=("untrained", fresh_model)`` (section 1.13)."""
     models = _models(model, label, compare_with)
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):
-        from tinytrans.widgets.static import attention_static
-
         return attention_static(data.attention_records(models, tokenizer, chosen, max_tokens))
-    from tinytrans.widgets.live import AttentionExplorer
+    from tinytrans.widgets.live import AttentionExplorer  # ipywidgets: only when live
 
     return AttentionExplorer(models, tokenizer, chosen, max_tokens)
 
@@ -93,11 +100,9 @@ def sampling_explorer(
     cut-off, entropy and effective vocabulary, a seeded "sample N" histogram against theory,
     and beam-search trees. ``defaults`` sets the starting controls of the live explorer and the
     static explorable alike (``temperature``, ``top_k``, ``top_p``, ``min_p``, ``method``, ``n``,
-    ``seed``, ``beams``)."""
+    ``seed``, ``beams``) (section 4.5)."""
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):
-        from tinytrans.widgets.static import sampling_static
-
         return sampling_static(model, tokenizer, chosen, n_steps=n_steps, defaults=defaults)
     from tinytrans.widgets.live import SamplingExplorer
 
@@ -105,8 +110,6 @@ def sampling_explorer(
 
 
 def _config(config_or_preset: Any) -> Any:
-    from tinytrans.model import ModelConfig
-
     if config_or_preset is None:
         return ModelConfig.preset("course")
     if isinstance(config_or_preset, str):
@@ -123,11 +126,10 @@ def parameter_explorer(
 ) -> Any:
     """Parameters per component, training and inference memory, FLOPs per token, training
     compute (config-exact and 6ND) and time, for any architecture or preset (default: the
-    course model). Live, "measure" builds the model on the meta device to check the count."""
+    course model). Live, "measure" builds the model on the meta device to check the count
+    (section 5.8)."""
     config = _config(config_or_preset)
     if use_static(static):
-        from tinytrans.widgets.static import sizing_static
-
         return sizing_static(config, **defaults)
     from tinytrans.widgets.live import ParameterExplorer
 
@@ -136,7 +138,7 @@ def parameter_explorer(
 
 def loss_plot(static: bool | None = None, title: str = "loss") -> Any:
     """A :class:`~tinytrans.widgets.live.LossPlot` to pass to ``Trainer(callbacks=[...])``;
-    call ``.show()`` after training (static mode draws only the final figure)."""
+    call ``.show()`` after training (static mode draws only the final figure) (section 3.6)."""
     from tinytrans.widgets.live import LossPlot
 
     return LossPlot(static=use_static(static), title=title)

@@ -1,4 +1,5 @@
-"""Layer 1 of the explorers: the numbers, computed with torch/numpy only (no IPython).
+"""Layer 1 of the explorers: the numbers, computed with torch/numpy only (no IPython), for the
+explorers of sections 1.13 (attention), 4.5 (sampling) and 5.8 (sizing).
 
 Everything a view shows comes from here, so the live widgets, the static explorables and the
 tests all read the same figures:
@@ -19,15 +20,25 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
+from tinytrans import sizing
+from tinytrans.generate import (
+    Beam,
+    BeamSearchTree,
+    SamplingConfig,
+    beam_search,
+    filter_stages,
+    step_distributions,
+)
+from tinytrans.model import ModelConfig, TinyTransformer, eval_mode
+from tinytrans.precision import get_precision
+
 __all__ = [
     "DEFAULT_PROMPTS",
-    "OPTIMIZER_STATE",
-    "PRECISIONS",
     "AttentionRecord",
     "GreedyPath",
     "SamplingView",
@@ -65,7 +76,8 @@ _VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}
 
 
 def display_piece(piece: str) -> str:
-    """A token's text with spaces, newlines and tabs made visible (labels must not vanish)."""
+    """A token's text with spaces, newlines and tabs made visible (labels must not vanish)
+    (sections 1.13 and 4.5)."""
     if piece == "":
         return "\u2205"
     for raw, shown in _VISIBLE.items():
@@ -74,12 +86,13 @@ def display_piece(piece: str) -> str:
 
 
 def token_labels(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Display labels of ``ids`` via ``tokenizer.id_to_piece``."""
+    """Display labels of ``ids`` via ``tokenizer.id_to_piece`` (sections 1.13 and 4.5)."""
     return [display_piece(tokenizer.id_to_piece(int(i))) for i in ids]
 
 
 def encodable_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
-    """The prompts the tokenizer can encode (a character tokenizer rejects unseen characters)."""
+    """The prompts the tokenizer can encode (a character tokenizer rejects unseen characters)
+    (sections 1.13 and 4.5)."""
     kept = []
     for prompt in prompts:
         try:
@@ -93,7 +106,8 @@ def encodable_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
 def normalise_prompts(
     tokenizer: Any, prompts: str | Sequence[str] | None, defaults: Sequence[str] = DEFAULT_PROMPTS
 ) -> list[str]:
-    """``None`` -> the encodable default prompts; a string -> ``[string]``; a list as given."""
+    """``None`` -> the encodable default prompts; a string -> ``[string]``; a list as given
+    (sections 1.13 and 4.5)."""
     if prompts is None:
         chosen = encodable_prompts(tokenizer, defaults)
         if not chosen:
@@ -114,7 +128,7 @@ def normalise_prompts(
 
 @dataclass
 class AttentionRecord:
-    """Attention of one model on one prompt.
+    """Attention of one model on one prompt (section 1.13).
 
     ``weights`` and ``scores`` are float32 arrays (layers, heads, T, T); ``scores`` are the
     scaled dot products q.k/sqrt(d) before the causal mask and the softmax. ``stats`` maps
@@ -146,31 +160,25 @@ class AttentionRecord:
 
 
 def encode_first_tokens(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
-    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T).
-
-    Not a generation prompt (that is :func:`tinytrans.generate.encode_prompt`): the text to
-    draw attention maps of, in section 1.13."""
+    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T;
+    section 1.15). Not a generation prompt (that is :func:`tinytrans.generate.encode_prompt`)."""
     ids = list(tokenizer.encode(text))[:max_tokens]
     if not ids:
         raise ValueError(f"prompt {text!r} encodes to no tokens.")
     return ids
 
 
-def _run_attention(model: torch.nn.Module, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _run_attention(model: TinyTransformer, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(layers, batch, heads, T, T) weights and scores from ``model.attention_maps`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         capture = model.attention_maps(ids.to(model.device))
-    finally:
-        model.train(was_training)
     weights = torch.stack([w.float().cpu() for w in capture.weights]).numpy()
     scores = torch.stack([s.float().cpu() for s in capture.scores]).numpy()
     return weights, scores
 
 
 def capture_attention(
-    model: torch.nn.Module,
+    model: TinyTransformer,
     tokenizer: Any,
     text: str,
     *,
@@ -178,7 +186,8 @@ def capture_attention(
     max_tokens: int = 32,
     induction: np.ndarray | None = None,
 ) -> AttentionRecord:
-    """Weights, scores and per-head statistics of ``model`` on ``text`` (first ``max_tokens``)."""
+    """Weights, scores and per-head statistics of ``model`` on ``text`` (first ``max_tokens``)
+    (section 1.13)."""
     limit = min(max_tokens, model.config.context_length)
     ids = encode_first_tokens(tokenizer, text, limit)
     weights, scores = _run_attention(model, torch.tensor([ids]))
@@ -189,7 +198,8 @@ def capture_attention(
 
 
 def head_statistics(weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-head summaries of (layers, heads, T, T) weights, averaged over queries t >= 1.
+    """Per-head summaries of (layers, heads, T, T) weights, averaged over queries t >= 1
+    (section 1.13).
 
     entropy: nats of each attention row (exp(entropy) ~ how many keys a query spreads over);
     previous: weight on the token just before; first: weight on position 0 (an "attention
@@ -214,17 +224,19 @@ def head_statistics(weights: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def repeated_sequence(vocab_size: int, length: int, batch: int, seed: int) -> torch.Tensor:
-    """(batch, 2 * length) ids: a random sequence followed by an exact copy of itself."""
+    """(batch, 2 * length) ids: a random sequence followed by an exact copy of itself
+    (section 1.13)."""
     generator = torch.Generator().manual_seed(seed)
     half = torch.randint(0, vocab_size, (batch, length), generator=generator)
     return torch.cat([half, half], dim=1)
 
 
 def induction_scores(
-    model: torch.nn.Module, *, length: int | None = None, batch: int = 4, seed: int = 0
+    model: TinyTransformer, *, length: int | None = None, batch: int = 4, seed: int = 0
 ) -> np.ndarray:
     """(layers, heads) mean weight from each second-half token to the token *after* its first
-    occurrence -- the "look back, then copy" pattern of induction heads (Olsson et al. 2022).
+    occurrence -- the "look back, then copy" pattern of induction heads (Olsson et al. 2022)
+    (section 1.13).
 
     On a random sequence repeated twice only an induction mechanism can predict the second
     half, so a high score is hard to get by accident.
@@ -240,12 +252,13 @@ def induction_scores(
 
 
 def attention_records(
-    models: Sequence[tuple[str, torch.nn.Module]],
+    models: Sequence[tuple[str, TinyTransformer]],
     tokenizer: Any,
     prompts: Sequence[str],
     max_tokens: int = 32,
 ) -> list[list[AttentionRecord]]:
-    """``records[m][p]``: model ``m`` on prompt ``p`` (induction computed once per model)."""
+    """``records[m][p]``: model ``m`` on prompt ``p`` (induction computed once per model)
+    (section 1.13)."""
     out = []
     for label, model in models:
         induction = induction_scores(model)
@@ -264,7 +277,7 @@ def attention_records(
 
 
 def entropy_nats(probs: np.ndarray) -> float:
-    """Shannon entropy in nats of a probability vector (zeros contribute nothing)."""
+    """Shannon entropy in nats of a probability vector (zeros contribute nothing) (section 4.5)."""
     p = np.asarray(probs, dtype=np.float64)
     p = p[p > 0]
     return max(0.0, float(-(p * np.log(p)).sum()))  # never "-0.000" for a one-hot
@@ -272,7 +285,8 @@ def entropy_nats(probs: np.ndarray) -> float:
 
 def mulberry32(seed: int):
     """A tiny 32-bit PRNG (public-domain "Mulberry32" recipe) that JavaScript reproduces
-    bit for bit, so a seeded "sample N" histogram is identical in Python and in the book."""
+    bit for bit, so a seeded "sample N" histogram is identical in Python and in the book
+    (section 4.5)."""
     state = seed & 0xFFFFFFFF
 
     def imul(a: int, b: int) -> int:
@@ -290,8 +304,9 @@ def mulberry32(seed: int):
     return next_float
 
 
-def sample_counts(probs: Sequence[float], n: int, seed: int = 0) -> np.ndarray:
-    """Counts of ``n`` seeded draws from ``probs`` by inverse CDF (the JS port does the same)."""
+def sample_counts(probs: Sequence[float] | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Counts of ``n`` seeded draws from ``probs`` by inverse CDF (the JS port does the same)
+    (section 4.5)."""
     p = np.asarray(probs, dtype=np.float64)
     if n < 0 or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
         raise ValueError("sample_counts needs n >= 0 and a non-negative, non-zero distribution.")
@@ -316,7 +331,7 @@ def sample_counts(probs: Sequence[float], n: int, seed: int = 0) -> np.ndarray:
 
 
 def log_sum_exp(values: np.ndarray) -> float:
-    """log(sum(exp(values))) without overflow; -inf for an all -inf input."""
+    """log(sum(exp(values))) without overflow; -inf for an all -inf input (section 4.5)."""
     v = np.asarray(values, dtype=np.float64)
     top = np.max(v)
     if not math.isfinite(top):
@@ -330,7 +345,8 @@ def log_sum_exp(values: np.ndarray) -> float:
 @dataclass
 class GreedyPath:
     """A prompt and its greedy continuation: step ``s`` predicts the token after
-    ``contexts[s]`` from ``logits[s]`` (the model's raw next-token logits, float32)."""
+    ``contexts[s]`` from ``logits[s]`` (the model's raw next-token logits, float32)
+    (section 4.5)."""
 
     prompt: str
     contexts: list[list[int]]
@@ -339,11 +355,9 @@ class GreedyPath:
 
 
 def greedy_path(
-    model: torch.nn.Module, tokenizer: Any, prompt: str, n_steps: int = 8
+    model: TinyTransformer, tokenizer: Any, prompt: str, n_steps: int = 8
 ) -> GreedyPath:
-    """Run ``n_steps`` greedy steps from ``prompt`` and keep each step's logits."""
-    from tinytrans.generate import SamplingConfig, step_distributions
-
+    """Run ``n_steps`` greedy steps from ``prompt`` and keep each step's logits (section 4.5)."""
     context = list(tokenizer.encode(prompt))
     if not context:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens.")
@@ -365,12 +379,11 @@ def sampling_config(
     top_p: float | None = None,
     min_p: float | None = None,
 ) -> Any:
-    """A :class:`tinytrans.generate.SamplingConfig` from widget values (0 / 1.0 = "off").
+    """A :class:`tinytrans.generate.SamplingConfig` from widget values (0 / 1.0 = "off")
+    (section 4.5).
 
     Greedy decoding is temperature 0 (argmax); beam search ranks continuations by the model's
     own log-probabilities, so it shows the T = 1 distribution without filters."""
-    from tinytrans.generate import SamplingConfig
-
     if method == "greedy":
         return SamplingConfig(temperature=0.0)
     if method == "beam":
@@ -385,7 +398,8 @@ def sampling_config(
 
 @dataclass
 class SamplingView:
-    """What the sampling view draws for one step and one setting (all arrays length V)."""
+    """What the sampling view draws for one step and one setting (all arrays length V)
+    (section 4.5)."""
 
     base: np.ndarray  # model probabilities at T = 1
     tempered: np.ndarray  # after temperature
@@ -427,9 +441,8 @@ def sampling_view(
     sample_n: int = 0,
     seed: int = 0,
 ) -> SamplingView:
-    """Per-stage distributions of one step via :func:`tinytrans.generate.filter_stages`."""
-    from tinytrans.generate import filter_stages
-
+    """Per-stage distributions of one step via :func:`tinytrans.generate.filter_stages`
+    (section 4.5)."""
     stages = filter_stages(torch.as_tensor(np.asarray(logits, dtype=np.float32)), config).stages
     names = list(stages)
     probs = {k: v.probs.double().numpy() for k, v in stages.items()}
@@ -453,7 +466,7 @@ def sampling_view(
 
 
 def beam_tree(
-    model: torch.nn.Module,
+    model: TinyTransformer,
     tokenizer: Any,
     context: Sequence[int],
     num_beams: int = 2,
@@ -462,13 +475,12 @@ def beam_tree(
 ) -> dict[str, Any]:
     """:func:`tinytrans.generate.beam_search` from ``context`` as JSON-ready nested data:
     per step the scored candidates (parent index, token label, cumulative log-probability,
-    status kept/pruned/finished) and the final ranked beams."""
-    from tinytrans.generate import beam_search
-
-    beams, tree = beam_search(
+    status kept/pruned/finished) and the final ranked beams (section 4.4)."""
+    result = beam_search(
         model, list(context), num_beams=num_beams, max_new_tokens=depth,
         eos_id=eos_id, return_tree=True,
     )  # fmt: skip
+    beams, tree = cast(tuple[list[Beam], BeamSearchTree], result)  # return_tree=True
     steps = [
         [
             {
@@ -496,13 +508,9 @@ def beam_tree(
 
 # ----------------------------------------------------------------------------- sizing
 
-#: Optimizer state relative to AdamW's two float32 moments (sizing.training_memory).
-OPTIMIZER_STATE = {"adamw": 1.0, "sgd-momentum": 0.5, "sgd": 0.0}
-PRECISIONS = ("fp32", "mixed", "bf16")
-
 
 def sizing_figures(
-    config: Any,
+    config: ModelConfig,
     batch_size: int = 8,
     precision: str = "fp32",
     optimizer: str = "adamw",
@@ -511,33 +519,26 @@ def sizing_figures(
     device: str | None = None,
     mfu: float = 0.4,
 ) -> dict[str, Any]:
-    """Parameters, memory and compute of ``config`` from :func:`tinytrans.sizing.summary`.
+    """Parameters, memory and compute of ``config`` from :func:`tinytrans.sizing.summary`
+    (section 5.8, the parameter explorer).
 
-    ``precision``: "fp32", "mixed" (bf16 + fp32 master weights) or "bf16". ``optimizer``
-    scales AdamW's 8 bytes/parameter of state (SGD with momentum keeps one fp32 buffer, plain
-    SGD none). ``tokens`` defaults to Chinchilla's 20 per parameter; ``device`` names a row of
-    :data:`tinytrans.sizing.PEAK_TFLOPS` for the time estimate.
+    ``precision`` is a training recipe of :mod:`tinytrans.precision` (``"fp32"``,
+    ``"bf16-mixed"``, ``"fp16-mixed"``, ``"bf16-true"``); inference weights and the KV cache
+    are sized in its matmul dtype. ``optimizer`` is a key of
+    :data:`tinytrans.sizing.OPTIMIZER_STATE_BYTES`. ``tokens`` defaults to Chinchilla's 20 per
+    parameter; ``device`` names a row of :data:`tinytrans.sizing.PEAK_TFLOPS` for the time
+    estimate.
     """
-    from tinytrans import sizing
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if optimizer not in OPTIMIZER_STATE:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_STATE)}, got {optimizer!r}.")
+    recipe = get_precision(precision)
     device = device or next(iter(sizing.PEAK_TFLOPS))
-    dtype = "fp32" if precision == "fp32" else "bf16"
+    dtype = recipe.compute
     n = sizing.count_parameters(config)
     tokens = sizing.chinchilla_tokens(n) if tokens is None else float(tokens)
     s = sizing.summary(
-        config, batch_size, dtype, precision=precision, tokens=tokens,
+        config, batch_size, dtype, precision=recipe.name, optimizer=optimizer, tokens=tokens,
         peak_tflops=sizing.PEAK_TFLOPS[device], mfu=mfu,
     )  # fmt: skip
     memory = (s.training_checkpointed if checkpointing else s.training).as_dict()
-    memory["optimizer"] = math.ceil(memory["optimizer"] * OPTIMIZER_STATE[optimizer])
-    memory["states"] = sum(
-        memory[k] for k in ("weights", "gradients", "optimizer", "master_weights")
-    )
-    memory["total"] = memory["states"] + memory["activations"]
     return {
         "parameters": s.parameters,
         "non_embedding": s.breakdown.non_embedding,
@@ -554,13 +555,13 @@ def sizing_figures(
         "chinchilla_tokens": s.chinchilla_tokens,
         "predicted_loss": s.predicted_loss,
         "dtype": dtype,
+        "precision": recipe.name,
     }
 
 
-def measure_parameters(config: Any) -> int:
-    """Build the real model on the ``meta`` device (no memory used) and count its parameters."""
-    from tinytrans.model import TinyTransformer
-
+def measure_parameters(config: ModelConfig) -> int:
+    """Build the real model on the ``meta`` device (no memory used) and count its parameters
+    with :meth:`~tinytrans.model.TinyTransformer.num_parameters` (section 5.1)."""
     with torch.device("meta"):
         model = TinyTransformer(config)
-    return sum(p.numel() for p in model.parameters())
+    return model.num_parameters()

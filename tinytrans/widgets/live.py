@@ -1,4 +1,4 @@
-"""Layer 3a: live explorers built from core ipywidgets only.
+"""Layer 3a: live explorers built from core ipywidgets only (sections 1.13, 4.5 and 5.8).
 
 Controls (sliders, dropdowns, text, buttons) recompute data with :mod:`.data` and put the HTML
 of :mod:`.render` into an ``ipywidgets.HTML``. No custom front-end code, so the explorers work
@@ -19,8 +19,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from tinytrans import config as tconfig
+from tinytrans import sizing
+from tinytrans.config import ModelConfig
+from tinytrans.precision import PRECISIONS
 from tinytrans.widgets import data as wdata
 from tinytrans.widgets import render
+from tinytrans.widgets.static import SAMPLING_DEFAULTS
 
 __all__ = [
     "AttentionExplorer",
@@ -45,7 +50,8 @@ def _style() -> dict[str, str]:
 
 
 class Explorer(widgets.VBox):
-    """Controls, an error panel and an HTML view; ``refresh()`` re-renders under a guard."""
+    """Controls, an error panel and an HTML view; ``refresh()`` re-renders under a guard
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
 
     def __init__(self, controls: Sequence[widgets.Widget], **kwargs: Any) -> None:
         self.view = widgets.HTML()
@@ -111,7 +117,8 @@ class Explorer(widgets.VBox):
 
 
 class AttentionExplorer(Explorer):
-    """Prompt, layer, head (or mean / all), view and query token -> heatmaps and head stats."""
+    """Prompt, layer, head (or mean / all), view and query token -> heatmaps and head stats
+    (section 1.13)."""
 
     def __init__(
         self,
@@ -280,8 +287,6 @@ class SamplingExplorer(Explorer):
 
 def _sampling_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The static explorable's starting values, updated with ``overrides`` (checked)."""
-    from tinytrans.widgets.static import SAMPLING_DEFAULTS
-
     unknown = sorted(set(overrides or {}) - set(SAMPLING_DEFAULTS))
     if unknown:
         raise ValueError(
@@ -312,14 +317,12 @@ _CONFIG_CHOICES = {
 
 class ParameterExplorer(Explorer):
     """Architecture and training settings -> parameters, memory, FLOPs; "measure" builds the
-    real model on the meta device and shows its counted parameters beside the formula."""
+    real model on the meta device and shows its counted parameters beside the formula
+    (section 5.8)."""
 
     def __init__(self, config: Any) -> None:
-        from tinytrans import model as tmodel
-        from tinytrans import sizing
-
         self.measured: int | None = None
-        names = tmodel.preset_names()
+        names = tconfig.preset_names()
         self.preset = widgets.Dropdown(
             options=(names if config.name in names else ["custom", *names]),
             value=config.name if config.name in names else "custom", description="preset",
@@ -334,7 +337,9 @@ class ParameterExplorer(Explorer):
                 layout=widgets.Layout(width="170px"),
             )
         for key, (label, choices) in _CONFIG_CHOICES.items():
-            self.fields[key] = widgets.Dropdown(options=getattr(tmodel, choices), description=label)
+            self.fields[key] = widgets.Dropdown(
+                options=getattr(tconfig, choices), description=label
+            )
         self.fields["tie_embeddings"] = widgets.Checkbox(
             description="tied embeddings", indent=False
         )
@@ -342,11 +347,11 @@ class ParameterExplorer(Explorer):
         self.batch = widgets.BoundedIntText(min=1, max=10**6, value=8, description="batch",
                                             layout=widgets.Layout(width="150px"))  # fmt: skip
         self.precision = widgets.Dropdown(
-            options=[("fp32", "fp32"), ("bf16 mixed (fp32 master)", "mixed"), ("pure bf16", "bf16")],
+            options=[(render.PRECISION_LABELS[name], name) for name in PRECISIONS],
             value="fp32", description="precision",
         )  # fmt: skip
         self.optimizer = widgets.Dropdown(
-            options=[("AdamW", "adamw"), ("SGD + momentum", "sgd-momentum"), ("plain SGD", "sgd")],
+            options=[(render.OPTIMIZER_LABELS[name], name) for name in sizing.OPTIMIZER_STATE_BYTES],
             value="adamw", description="optimizer",
         )  # fmt: skip
         self.checkpointing = widgets.Checkbox(description="activation checkpointing", indent=False)
@@ -374,15 +379,11 @@ class ParameterExplorer(Explorer):
 
     def config(self) -> Any:
         """The :class:`~tinytrans.model.ModelConfig` the controls describe (validated)."""
-        from tinytrans.model import ModelConfig
-
         values = {key: control.value for key, control in self.fields.items()}
         name = self.preset.value if self.preset.value != "custom" else "custom"
         return ModelConfig(**values, name=name)
 
     def load_preset(self) -> None:
-        from tinytrans.model import ModelConfig
-
         if self.preset.value != "custom":
             self.set_config(ModelConfig.preset(self.preset.value))
         self.measured = None
@@ -420,7 +421,8 @@ class ParameterExplorer(Explorer):
 
 
 class LossPlot:
-    """A live loss curve for :class:`tinytrans.train.Trainer` (pass it in ``callbacks``).
+    """A live loss curve for :class:`tinytrans.train.Trainer` (pass it in ``callbacks``)
+    (section 3.6).
 
     ``on_eval(trainer, record)`` (or ``on_eval(history)``) redraws the figure; live, it updates
     one IPython display in place; static (the book build), it draws nothing until

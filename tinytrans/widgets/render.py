@@ -1,4 +1,6 @@
-"""Layer 2 of the explorers: pure functions from data to HTML strings and matplotlib figures.
+"""Layer 2 of the explorers: pure functions from data to HTML strings and matplotlib figures
+(the attention explorer of section 1.13, the sampling explorer of section 4.5, the parameter
+explorer of section 5.8 and the loss plot of section 3.6).
 
 The live widgets put these HTML strings into an ``ipywidgets.HTML`` (no JavaScript needed, so
 they work in Jupyter, VS Code, Colab and Kaggle alike); the static explorables use the
@@ -16,9 +18,13 @@ import io
 import itertools
 import math
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import numpy as np
+
+from tinytrans.sizing import format_bytes, format_count, format_duration, format_flops
 
 __all__ = [
     "BLUES",
@@ -27,6 +33,8 @@ __all__ = [
     "MASKED",
     "MEMORY_ROWS",
     "MONO",
+    "OPTIMIZER_LABELS",
+    "PRECISION_LABELS",
     "PUOR",
     "STAGE_COLOURS",
     "STAGE_NAMES",
@@ -45,8 +53,6 @@ __all__ = [
     "head_stats_table",
     "heatmap_svg",
     "histogram_svg",
-    "human",
-    "human_bytes",
     "ink_for",
     "loss_figure",
     "mask_points",
@@ -55,6 +61,7 @@ __all__ = [
     "palette_colour",
     "parameter_table_html",
     "prompt_excerpt",
+    "read_asset",
     "sampling_bars_html",
     "sampling_figure",
     "sampling_metrics",
@@ -94,7 +101,8 @@ def _hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 
 def palette_colour(value: float, lo: float, hi: float, palette: Sequence[str] = BLUES) -> str:
-    """``value`` in [lo, hi] mapped linearly onto ``palette`` (RGB interpolation), '#rrggbb'."""
+    """``value`` in [lo, hi] mapped linearly onto ``palette`` (RGB interpolation), '#rrggbb'
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     if not math.isfinite(value):
         return MASKED
     span = hi - lo
@@ -108,13 +116,15 @@ def palette_colour(value: float, lo: float, hi: float, palette: Sequence[str] = 
 
 
 def ink_for(background: str) -> str:
-    """Black or white text, whichever reads better on ``background`` (relative luminance)."""
+    """Black or white text, whichever reads better on ``background`` (relative luminance)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     r, g, b = (c / 255 for c in _hex_to_rgb(background))
     return "#000000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "#ffffff"
 
 
 def fmt(value: float, digits: int = 3) -> str:
-    """Fixed-point number, "-inf"/"n/a" for the special values the views show."""
+    """Fixed-point number, "-inf"/"n/a" for the special values the views show
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if math.isinf(value):
@@ -122,38 +132,31 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (k, M, G, T, P): counts, bytes and FLOPs at a glance."""
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g} {prefix}{unit}"
-    return f"{n:.4g} {unit}".rstrip()
-
-
-def human_bytes(n: float) -> str:
-    """Bytes in binary units (KiB, MiB, GiB, TiB)."""
-    for factor, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
 # ----------------------------------------------------------------------------- shared CSS
 
 
-def stylesheet() -> str:
-    """The CSS shared by live and static views (``assets/explorers.css``)."""
-    from tinytrans.widgets.static import read_asset
+@cache
+def read_asset(name: str) -> str:
+    """Text of ``tinytrans/widgets/assets/<name>`` (package data, inlined into the HTML)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    return resources.files("tinytrans.widgets").joinpath("assets").joinpath(name).read_text("utf-8")
 
+
+def stylesheet() -> str:
+    """The CSS shared by live and static views (``assets/explorers.css``)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     return read_asset("explorers.css")
 
 
 def style_tag() -> str:
+    """The shared CSS as a ``<style>`` element, for the live views (the explorers of sections
+    1.13, 4.5 and 5.8)."""
     return f"<style>{stylesheet()}</style>"
 
 
 def error_panel(message: str, detail: str = "") -> str:
-    """A visible error box: widgets show exceptions instead of swallowing them."""
+    """A visible error box: widgets show exceptions instead of swallowing them
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     extra = f"<pre>{esc(detail)}</pre>" if detail else ""
     return (
         f'<div class="tt-error" data-testid="tt-error" role="alert"><b>Error:</b> '
@@ -165,7 +168,7 @@ def error_panel(message: str, detail: str = "") -> str:
 
 
 def default_cell(n_tokens: int) -> int:
-    """Cell size in px: two maps of 24 tokens fit side by side in a book column."""
+    """Cell size in px: two maps of 24 tokens fit side by side in a book column (section 1.13)."""
     return max(8, min(18, 250 // max(n_tokens, 1)))
 
 
@@ -187,7 +190,8 @@ def heatmap_svg(
 ) -> str:
     """A (T, T) attention map as SVG: rows = queries, columns = keys, the causal upper
     triangle hatched grey when ``mask``. ``kind="weights"`` uses Blues on [0, 1];
-    ``kind="scores"`` uses PuOr centred on 0. Each cell has a tooltip with its value."""
+    ``kind="scores"`` uses PuOr centred on 0. Each cell has a tooltip with its value
+    (section 1.13)."""
     T = len(tokens)
     cell = cell or default_cell(T)
     left = _label_width(tokens) if labels else 0
@@ -227,7 +231,7 @@ _pattern_ids = itertools.count()
 
 
 def mask_points(T: int, left: float, top: float, cell: float) -> str:
-    """Polygon points of the staircase above the diagonal (keys in the future)."""
+    """Polygon points of the staircase above the diagonal (keys in the future) (section 1.13)."""
     size = T * cell
     points = [(size, 0), (size, (T - 1) * cell)]
     for j in range(T - 1, 0, -1):
@@ -288,7 +292,7 @@ def _heatmap_row(matrix, tokens, q, left, top, cell, kind, mask, lo, hi, palette
 
 
 def token_strip_html(tokens: Sequence[str], weights: np.ndarray, query: int) -> str:
-    """The prompt with each key token shaded by how much ``query`` attends to it."""
+    """The prompt with each key token shaded by how much ``query`` attends to it (section 1.13)."""
     spans = []
     for k, tok in enumerate(tokens):
         if k > query:
@@ -313,12 +317,13 @@ STAT_NAMES = {
 
 def stat_range(key: str, n_tokens: int) -> float:
     """Upper end of a statistic's colour scale: ln(T) for entropy (uniform attention over the
-    longest row), 1 for the weight-based scores."""
+    longest row), 1 for the weight-based scores (section 1.13)."""
     return math.log(max(n_tokens, 2)) if key == "entropy" else 1.0
 
 
 def head_stats_table(record: Any, layer: int | None = None, head: int | str | None = None) -> str:
-    """Per-head statistics as small layer x head grids, one per statistic, shaded by value."""
+    """Per-head statistics as small layer x head grids, one per statistic, shaded by value
+    (section 1.13)."""
     grids = []
     for key, name in STAT_NAMES.items():
         values = record.stats[key]
@@ -355,7 +360,7 @@ def attention_view_html(
     query: int | None = None,
 ) -> str:
     """The whole attention view for one prompt: one panel per model (side by side when
-    comparing), a token strip for ``query`` and the per-head statistics tables."""
+    comparing), a token strip for ``query`` and the per-head statistics tables (section 1.13)."""
     panels = [_attention_panel(r, layer, head, view, query) for r in records]
     tables = "".join(head_stats_table(r, layer, head) for r in records)
     return (
@@ -428,7 +433,8 @@ def _gradient(palette: Sequence[str], lo: str, hi: str, name: str) -> str:
 
 
 def prompt_excerpt(text: str, width: int = 40) -> str:
-    """The end of a prompt for a figure title, on one line: ``'…To be, or not to be'``.
+    """The end of a prompt for a figure title, on one line: ``'…To be, or not to be'``
+    (the explorers of sections 1.13, 4.5 and 5.8).
 
     Cut at a word boundary (never mid-word) and with newlines shown as ``\\n``, so a title
     does not start with half a word or wrap in the middle."""
@@ -443,7 +449,8 @@ def prompt_excerpt(text: str, width: int = 40) -> str:
 
 
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
-    """PNG bytes of a matplotlib figure (closed afterwards so notebooks don't show it twice)."""
+    """PNG bytes of a matplotlib figure (closed afterwards so notebooks don't show it twice)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -460,7 +467,8 @@ def _cmap(name: str):
 
 
 def attention_figure(records: Sequence[Any], layer: int = 0, head: int | str = "mean") -> Any:
-    """Matplotlib heatmaps of one layer/head per model (the static explorer's fallback)."""
+    """Matplotlib heatmaps of one layer/head per model (the static explorer's fallback)
+    (section 1.13)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(records), figsize=(4.6 * len(records), 4.4), squeeze=False)
@@ -489,7 +497,7 @@ STAGE_NAMES = {"base": "model (T = 1)", "tempered": "after temperature", "final"
 
 
 def context_html(context_text: str, next_label: str | None = None, limit: int = 90) -> str:
-    """The tail of the context with the reference next token marked."""
+    """The tail of the context with the reference next token marked (section 4.5)."""
     tail = context_text[-limit:]
     shown = ("\u2026" if len(context_text) > limit else "") + tail
     nxt = (
@@ -501,7 +509,7 @@ def context_html(context_text: str, next_label: str | None = None, limit: int = 
 
 
 def metrics_html(items: Sequence[tuple[str, str, str]]) -> str:
-    """Big numbers with small captions: (testid, value, caption)."""
+    """Big numbers with small captions: (testid, value, caption) (section 4.5)."""
     cells = "".join(
         f'<div class="tt-metric"><b data-testid="{esc(t)}">{esc(v)}</b><span>{esc(c)}</span></div>'
         for t, v, c in items
@@ -510,6 +518,7 @@ def metrics_html(items: Sequence[tuple[str, str, str]]) -> str:
 
 
 def sampling_metrics(view: Any, vocab_size: int) -> str:
+    """Entropy before and after the filters, effective vocabulary and tokens kept (section 4.5)."""
     return metrics_html(
         [
             ("tt-entropy-base", fmt(view.entropy_base, 3), "entropy at T = 1 (nats)"),
@@ -532,7 +541,7 @@ def _bar(value: float, colour: str, stage: str, token: int, dim: bool = False) -
 
 def sampling_bars_html(view: Any, labels: Sequence[str], n: int = 12) -> str:
     """One row per top token: probability at T = 1, after temperature, after filters; rows
-    of dropped tokens are dimmed; the sample-N frequency when there is one."""
+    of dropped tokens are dimmed; the sample-N frequency when there is one (section 4.5)."""
     head = "".join(f"<th>{STAGE_NAMES[s]}</th>" for s in STAGE_COLOURS)
     if view.counts is not None:
         head += f"<th>sampled ({int(view.counts.sum())})</th>"
@@ -559,7 +568,7 @@ def sampling_bars_html(view: Any, labels: Sequence[str], n: int = 12) -> str:
 
 
 def cumulative_svg(view: Any, width: int = 300, height: int = 180, max_rank: int = 100) -> str:
-    """Cumulative probability of the ranked tokens, the top-p line and the cut-off."""
+    """Cumulative probability of the ranked tokens, the top-p line and the cut-off (section 4.5)."""
     curve = view.curve[:max_rank]
     n = len(curve)
     pad_l, pad_b, pad_t = 34, 28, 24
@@ -611,7 +620,7 @@ def _axes(left: float, top: float, w: float, h: float, n: int) -> str:
 
 
 def histogram_svg(view: Any, labels: Sequence[str], n: int = 12, width: int = 360) -> str:
-    """Sampled frequencies (bars) against the theoretical probabilities (ticks)."""
+    """Sampled frequencies (bars) against the theoretical probabilities (ticks) (section 4.5)."""
     if view.counts is None:
         return ""
     order = [i for i in np.argsort(-view.final, kind="stable")[:n] if view.final[i] > 0]
@@ -642,7 +651,7 @@ def histogram_svg(view: Any, labels: Sequence[str], n: int = 12, width: int = 36
 
 def beam_tree_svg(tree: dict[str, Any], context_label: str = "context") -> str:
     """The beam-search tree: one column per step, candidates with cumulative log-probability,
-    kept beams solid, pruned ones dashed and faded, finished ones green."""
+    kept beams solid, pruned ones dashed and faded, finished ones green (section 4.5)."""
     col, row_h, node_w, node_h = 150, 26, 118, 20
     n_rows = max((len(s) for s in tree["steps"]), default=1)
     width, height = 70 + col * len(tree["steps"]) + 10, 24 + row_h * n_rows
@@ -697,6 +706,8 @@ def _beam_node(x: float, y: float, w: float, h: float, c: dict[str, Any], step: 
 
 
 def beam_table_html(tree: dict[str, Any]) -> str:
+    """The best beams as a table: continuation, log-probability and length-normalised score
+    (section 4.5)."""
     rows = "".join(
         f'<tr><td>{i + 1}</td><td class="tt-tokcell">{esc(b["text"])}</td>'
         f'<td data-testid="tt-beam-logp">{b["log_prob"]:.4f}</td><td>{b["score"]:.4f}</td></tr>'
@@ -716,7 +727,8 @@ def sampling_view_html(
     next_label: str | None,
     tree: dict[str, Any] | None = None,
 ) -> str:
-    """The whole sampling view (live widget): context, metrics, bars, curve, histogram, tree."""
+    """The whole sampling view (live widget): context, metrics, bars, curve, histogram, tree
+    (section 4.5)."""
     parts = [
         f'<div class="tt-explorer tt-sampling">{style_tag()}',
         context_html(context_text, next_label),
@@ -743,7 +755,7 @@ def _sampling_legend() -> str:
 
 
 def sampling_figure(view: Any, labels: Sequence[str], title: str = "") -> Any:
-    """Matplotlib version of the bars (the static explorer's PNG)."""
+    """Matplotlib version of the bars (the static explorer's PNG) (section 4.5)."""
     import matplotlib.pyplot as plt
 
     tokens = view.top_tokens(12)
@@ -763,6 +775,16 @@ def sampling_figure(view: Any, labels: Sequence[str], title: str = "") -> Any:
 
 # ----------------------------------------------------------------------------- sizing
 
+#: How the explorers name the training recipes of :mod:`tinytrans.precision` (section 5.4).
+PRECISION_LABELS = {
+    "fp32": "fp32",
+    "bf16-mixed": "bf16 mixed (autocast)",
+    "fp16-mixed": "fp16 mixed (autocast)",
+    "bf16-true": "pure bf16",
+}
+#: How the explorers name the optimizers of :data:`tinytrans.sizing.OPTIMIZER_STATE_BYTES`.
+OPTIMIZER_LABELS = {"adamw": "AdamW", "sgd-momentum": "SGD + momentum", "sgd": "plain SGD"}
+
 MEMORY_ROWS = (
     ("weights", "weights"),
     ("gradients", "gradients"),
@@ -773,11 +795,12 @@ MEMORY_ROWS = (
 
 
 def slug(text: str) -> str:
+    """``text`` as a lower-case, dash-separated id for ``data-testid`` attributes (section 5.8)."""
     return "-".join(text.lower().replace("/", " ").split())
 
 
 def stacked_bar_html(parts: Sequence[tuple[str, float]], testid: str) -> str:
-    """A 100%-wide horizontal bar split into coloured segments, with a legend."""
+    """A 100%-wide horizontal bar split into coloured segments, with a legend (section 5.8)."""
     total = sum(v for _, v in parts) or 1.0
     segments, legend = [], []
     for i, (name, value) in enumerate(parts):
@@ -806,9 +829,7 @@ def _row(label: str, testid: str, value: float, shown: str, extra: str = "") -> 
 
 
 def parameter_table_html(figures: dict[str, Any]) -> str:
-    """Parameters per component (count, share) and the total."""
-    from tinytrans.sizing import format_count
-
+    """Parameters per component (count, share) and the total (section 5.8)."""
     rows = []
     for r in figures["breakdown"]:
         total = r["component"] == "total"
@@ -827,9 +848,7 @@ def parameter_table_html(figures: dict[str, Any]) -> str:
 
 
 def memory_table_html(figures: dict[str, Any], batch: int, context: int) -> str:
-    """Training memory by kind plus inference weights and KV cache."""
-    from tinytrans.sizing import format_bytes
-
+    """Training memory by kind plus inference weights and KV cache (section 5.8)."""
     mem = figures["memory"]
     rows = [
         _row(name, f"tt-mem-{key}", mem[key], format_bytes(mem[key])) for key, name in MEMORY_ROWS
@@ -853,9 +872,8 @@ def memory_table_html(figures: dict[str, Any], batch: int, context: int) -> str:
 
 
 def compute_table_html(figures: dict[str, Any], device: str, mfu: float) -> str:
-    """FLOPs per token, total training compute (config-exact and 6ND) and wall-clock time."""
-    from tinytrans.sizing import format_count, format_duration, format_flops
-
+    """FLOPs per token, total training compute (config-exact and 6ND) and wall-clock time
+    (section 5.8)."""
     f = figures
     rows = [
         _row("forward FLOPs / token", "tt-flops-forward", f["forward_flops_per_token"],
@@ -885,7 +903,7 @@ def sizing_view_html(
     mfu: float,
     measured: int | None = None,
 ) -> str:
-    """The whole parameter/memory/FLOPs view (live widget)."""
+    """The whole parameter/memory/FLOPs view (live widget) (section 5.8)."""
     params = [(r["component"], r["count"]) for r in figures["breakdown"][:-1]]
     mem = figures["memory"]
     memory = [(name, mem[key]) for key, name in MEMORY_ROWS]
@@ -907,10 +925,9 @@ def sizing_view_html(
 
 
 def sizing_figure(figures: dict[str, Any], title: str = "") -> Any:
-    """Matplotlib: parameters by component and training memory by kind (static PNG)."""
+    """Matplotlib: parameters by component and training memory by kind (static PNG)
+    (section 5.8)."""
     import matplotlib.pyplot as plt
-
-    from tinytrans.sizing import format_bytes, format_count
 
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 3.4))
     params = [(r["component"], r["count"]) for r in figures["breakdown"][:-1]]
@@ -941,7 +958,8 @@ def sizing_figure(figures: dict[str, Any], title: str = "") -> Any:
 
 
 def smooth(values: Sequence[float], alpha: float = 0.1) -> list[float]:
-    """Exponential moving average with bias correction (the first points are not dragged to 0)."""
+    """Exponential moving average with bias correction (the first points are not dragged to 0)
+    (section 3.6)."""
     out, avg = [], 0.0
     for i, v in enumerate(values, start=1):
         avg = (1 - alpha) * avg + alpha * float(v)
@@ -952,7 +970,8 @@ def smooth(values: Sequence[float], alpha: float = 0.1) -> list[float]:
 def loss_figure(
     history: Sequence[dict[str, Any]], train_losses: Sequence[float] = (), title: str = "loss"
 ) -> Any:
-    """Training loss per step (faint raw, bold smoothed) and validation loss per evaluation."""
+    """Training loss per step (faint raw, bold smoothed) and validation loss per evaluation
+    (section 3.6)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))

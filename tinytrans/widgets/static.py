@@ -1,4 +1,5 @@
-"""Layer 3b: self-contained static explorables for the rendered book (no kernel).
+"""Layer 3b: self-contained static explorables for the rendered book (no kernel), as the
+explorers of sections 1.13, 4.5 and 5.8 appear on the book's pages.
 
 An explorable is one ``text/html`` output -- inline CSS, inline vanilla JavaScript from
 ``assets/``, the data as embedded JSON; no CDN, no require.js, no network request -- plus an
@@ -15,9 +16,14 @@ import itertools
 import json
 import os
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
+
+from tinytrans import config as tconfig
+from tinytrans import sizing
+from tinytrans.precision import PRECISIONS
+from tinytrans.widgets import data as wdata
+from tinytrans.widgets import render
+from tinytrans.widgets.render import read_asset
 
 __all__ = [
     "FULL_VOCAB_LIMIT",
@@ -46,27 +52,24 @@ _counter = itertools.count()
 
 
 def use_static(static: bool | None = None) -> bool:
-    """``static`` if given, else True when ``TINYTRANS_STATIC_WIDGETS=1`` (set by ``make book``)."""
+    """``static`` if given, else True when ``TINYTRANS_STATIC_WIDGETS=1`` (set by ``make book``)
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     if static is not None:
         return bool(static)
     return os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@cache
-def read_asset(name: str) -> str:
-    """Text of ``tinytrans/widgets/assets/<name>`` (package data, inlined into the HTML)."""
-    return resources.files("tinytrans.widgets").joinpath("assets").joinpath(name).read_text("utf-8")
-
-
 def script_safe_json(data: Any) -> str:
-    """JSON that cannot end the enclosing ``<script>`` element early."""
+    """JSON that cannot end the enclosing ``<script>`` element early
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @dataclass
 class StaticExplorable:
-    """A display object: HTML (interactive), PNG (default view) and a text summary."""
+    """A display object: HTML (interactive), PNG (default view) and a text summary
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
 
     kind: str
     html: str
@@ -91,7 +94,8 @@ class StaticExplorable:
 
 
 def explorable_html(kind: str, data: dict[str, Any]) -> str:
-    """The HTML of one explorable: a root element, its JSON, the CSS and the mounting script."""
+    """The HTML of one explorable: a root element, its JSON, the CSS and the mounting script
+    (the explorers of sections 1.13, 4.5 and 5.8)."""
     payload = script_safe_json(data)
     digest = hashlib.sha1(payload.encode("utf-8")).hexdigest()[:10]
     root = f"tt-{kind}-{digest}-{next(_counter)}"
@@ -108,6 +112,8 @@ def explorable_html(kind: str, data: dict[str, Any]) -> str:
 
 
 def make_explorable(kind: str, data: dict[str, Any], png: bytes, text: str) -> StaticExplorable:
+    """A :class:`StaticExplorable` of ``kind`` from its data, its PNG and a text summary (the
+    explorers of sections 1.13, 4.5 and 5.8)."""
     return StaticExplorable(kind=kind, html=explorable_html(kind, data), png=png, text=text)
 
 
@@ -129,7 +135,8 @@ SCORE_SCALE = 100  # scores in hundredths
 
 
 def attention_data(records: list[list[Any]]) -> dict[str, Any]:
-    """JSON for the attention explorable: ``records[model][prompt]`` -> nested lists."""
+    """JSON for the attention explorable: ``records[model][prompt]`` -> nested lists
+    (section 1.13)."""
     first = records[0][0]
     prompts = []
     for p in range(len(records[0])):
@@ -166,9 +173,8 @@ def _rounded(array: Any) -> list[list[float | None]]:
 
 
 def attention_static(records: list[list[Any]]) -> StaticExplorable:
-    """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model."""
-    from tinytrans.widgets import render
-
+    """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model
+    (section 1.13)."""
     png = render.figure_png(render.attention_figure([m[0] for m in records], 0, "mean"))
     labels = ", ".join(m[0].label for m in records)
     text = f"Attention explorer ({labels}; {len(records[0])} prompt(s))"
@@ -199,18 +205,16 @@ def _f32(values: Any) -> list[float]:
 def _sampling_step(
     path: Any, s: int, tokenizer: Any, labels: list[str] | None, trees: dict
 ) -> dict:
-    from tinytrans.widgets.data import display_piece
-
     logits = path.logits[s]
     step: dict[str, Any] = {
         "context": tokenizer.decode(path.contexts[s]),
-        "next": display_piece(tokenizer.id_to_piece(path.chosen[s])),
+        "next": wdata.display_piece(tokenizer.id_to_piece(path.chosen[s])),
         "beams": trees,
     }
     if labels is None:  # large vocabulary: the most likely tokens only
         top = sorted(range(len(logits)), key=lambda i: (-float(logits[i]), i))[:TRUNCATED_TOP_N]
         step["logits"] = _f32(logits[top])
-        step["labels"] = [display_piece(tokenizer.id_to_piece(i)) for i in top]
+        step["labels"] = [wdata.display_piece(tokenizer.id_to_piece(i)) for i in top]
     else:
         step["logits"] = _f32(logits)
     return step
@@ -225,21 +229,19 @@ def sampling_data(
     depth: int = 4,
     defaults: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Any]]:
-    """JSON for the sampling explorable (and the greedy paths it was built from)."""
-    from tinytrans.widgets.data import beam_tree, display_piece, greedy_path
-
+    """JSON for the sampling explorable (and the greedy paths it was built from) (section 4.5)."""
     vocab = model.config.vocab_size
     full = vocab <= FULL_VOCAB_LIMIT
-    labels = [display_piece(tokenizer.id_to_piece(i)) for i in range(vocab)] if full else None
+    labels = [wdata.display_piece(tokenizer.id_to_piece(i)) for i in range(vocab)] if full else None
     eos = getattr(tokenizer, "eos_id", None)
     paths, prompt_data = [], []
     for prompt in prompts:
-        path = greedy_path(model, tokenizer, prompt, n_steps)
+        path = wdata.greedy_path(model, tokenizer, prompt, n_steps)
         paths.append(path)
         steps = []
         for s in range(n_steps):
             trees = {
-                str(w): beam_tree(model, tokenizer, path.contexts[s], w, depth, eos)
+                str(w): wdata.beam_tree(model, tokenizer, path.contexts[s], w, depth, eos)
                 for w in beam_widths
             }
             steps.append(_sampling_step(path, s, tokenizer, labels, trees))
@@ -259,10 +261,8 @@ def sampling_data(
 def sampling_static(
     model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any
 ) -> StaticExplorable:
-    """The sampling explorable; PNG = the first prompt's first step at the default setting."""
-    from tinytrans.widgets import data as wdata
-    from tinytrans.widgets import render
-
+    """The sampling explorable; PNG = the first prompt's first step at the default setting
+    (section 4.5)."""
     payload, paths = sampling_data(model, tokenizer, prompts, **kwargs)
     d = payload["defaults"]
     config = wdata.sampling_config(
@@ -289,18 +289,15 @@ SIZING_DEFAULTS = {
 
 
 def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JSON for the sizing explorable: presets, choices and the constants of the formulas."""
-    from tinytrans import model as tmodel
-    from tinytrans import sizing
-    from tinytrans.widgets.data import OPTIMIZER_STATE
-
-    presets = {name: tmodel.ModelConfig.preset(name).to_dict() for name in tmodel.preset_names()}
+    """JSON for the sizing explorable: presets, choices and the constants of the formulas
+    (section 5.8)."""
+    presets = {name: tconfig.ModelConfig.preset(name).to_dict() for name in tconfig.preset_names()}
     start = (
         config.name
-        if config.name in presets and tmodel.ModelConfig.preset(config.name) == config
+        if config.name in presets and tconfig.ModelConfig.preset(config.name) == config
         else "custom"
     )
-    order = tmodel.preset_names()
+    order = tconfig.preset_names()
     if start == "custom":
         presets["custom"] = config.to_dict()
         order = ["custom", *order]
@@ -311,14 +308,20 @@ def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str
         "default_preset": start,
         "devices": dict(sizing.PEAK_TFLOPS),
         "dtype_bytes": dict(sizing.DTYPE_BYTES),
-        "optimizer_state": dict(OPTIMIZER_STATE),
+        "optimizer_bytes": dict(sizing.OPTIMIZER_STATE_BYTES),
+        "optimizer_labels": dict(render.OPTIMIZER_LABELS),
+        "precision_labels": dict(render.PRECISION_LABELS),
+        "precisions": {
+            name: {"weights": p.weights, "compute": p.compute, "master_weights": p.master_weights}
+            for name, p in PRECISIONS.items()
+        },
         "tokens_per_param": sizing.CHINCHILLA_TOKENS_PER_PARAM,
         "chinchilla": {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha, "beta": fit.beta},
         "choices": {
-            "positional": list(tmodel.POSITIONAL_CHOICES),
-            "norm": list(tmodel.NORM_CHOICES),
-            "norm_placement": list(tmodel.PLACEMENT_CHOICES),
-            "activation": list(tmodel.ACTIVATION_CHOICES),
+            "positional": list(tconfig.POSITIONAL_CHOICES),
+            "norm": list(tconfig.NORM_CHOICES),
+            "norm_placement": list(tconfig.PLACEMENT_CHOICES),
+            "activation": list(tconfig.ACTIVATION_CHOICES),
         },
         "defaults": {
             **SIZING_DEFAULTS,
@@ -329,10 +332,7 @@ def sizing_data(config: Any, defaults: dict[str, Any] | None = None) -> dict[str
 
 
 def sizing_static(config: Any, **defaults: Any) -> StaticExplorable:
-    """The parameter/memory/FLOPs explorable; PNG = the starting configuration."""
-    from tinytrans.widgets import data as wdata
-    from tinytrans.widgets import render
-
+    """The parameter/memory/FLOPs explorable; PNG = the starting configuration (section 5.8)."""
     payload = sizing_data(config, defaults)
     d = payload["defaults"]
     figures = wdata.sizing_figures(

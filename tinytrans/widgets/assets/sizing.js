@@ -98,14 +98,15 @@ TinyTrans.sizing = (function () {
     var logits = s * b * v * e + 4 * s * b * v;
     return blocks + Math.ceil(headInputs + logits) + embDropout;
   };
-  Z.trainingMemory = function (c, batch, s, weightDtype, master, checkpointing, bytes) {
+  // sizing.training_memory with a precision recipe of tinytrans.precision (data.precisions)
+  Z.trainingMemory = function (c, batch, s, recipe, optimizerBytes, checkpointing, bytes) {
     var n = Z.breakdown(c).total;
     return {
-      weights: Z.weightBytes(n, weightDtype, bytes),
-      gradients: Z.weightBytes(n, weightDtype, bytes),
-      optimizer: Z.weightBytes(n, "fp32", bytes) * 2,
-      master_weights: master ? Z.weightBytes(n, "fp32", bytes) : 0,
-      activations: Z.activations(c, batch, s, weightDtype, bytes, checkpointing, true),
+      weights: Z.weightBytes(n, recipe.weights, bytes),
+      gradients: Z.weightBytes(n, recipe.weights, bytes),
+      optimizer: n * optimizerBytes,
+      master_weights: recipe.master_weights ? Z.weightBytes(n, "fp32", bytes) : 0,
+      activations: Z.activations(c, batch, s, recipe.compute, bytes, checkpointing, true),
     };
   };
   Z.forwardFlops = function (c, context) {
@@ -116,11 +117,10 @@ TinyTrans.sizing = (function () {
 
   // tinytrans.widgets.data.sizing_figures
   Z.figures = function (c, o, data) {
-    var bytes = data.dtype_bytes, dtype = o.precision === "fp32" ? "fp32" : "bf16";
+    var bytes = data.dtype_bytes, recipe = data.precisions[o.precision], dtype = recipe.compute;
     var b = Z.breakdown(c), n = b.total, context = c.context_length;
     var tokens = o.tokens > 0 ? o.tokens : data.tokens_per_param * n;
-    var mem = Z.trainingMemory(c, o.batch, context, dtype, o.precision === "mixed", o.checkpointing, bytes);
-    mem.optimizer = Math.ceil(mem.optimizer * data.optimizer_state[o.optimizer]);
+    var mem = Z.trainingMemory(c, o.batch, context, recipe, data.optimizer_bytes[o.optimizer], o.checkpointing, bytes);
     mem.states = mem.weights + mem.gradients + mem.optimizer + mem.master_weights;
     mem.total = mem.states + mem.activations;
     var fwd = Z.forwardFlops(c, context), train = 3 * fwd, flops = train * tokens;
@@ -132,7 +132,7 @@ TinyTrans.sizing = (function () {
       training_flops: flops, six_nd: 6 * n * tokens,
       training_seconds: flops / (data.devices[o.device] * 1e12 * o.mfu),
       chinchilla_tokens: data.tokens_per_param * n,
-      predicted_loss: Z.chinchillaLoss(n, tokens, data.chinchilla), dtype: dtype,
+      predicted_loss: Z.chinchillaLoss(n, tokens, data.chinchilla), dtype: dtype, precision: o.precision,
     };
   };
 
@@ -187,6 +187,7 @@ TinyTrans.views.sizing = function (target, data) {
   target.appendChild(controls);
   target.appendChild(body);
 
+  function pairs(labels) { return Object.keys(labels).map(function (k) { return [k, labels[k]]; }); }
   function setField(key) {
     return function (v) { state.config[key] = v; state.preset = "custom"; buildControls(); draw(); };
   }
@@ -215,9 +216,9 @@ TinyTrans.views.sizing = function (target, data) {
       TinyTrans.checkbox("Linear biases", c.bias, setField("bias"), "tt-z-bias"),
       h("div", { class: "tt-group" }, "Training"),
       TinyTrans.number("batch", 1, 1e6, 1, state.batch, function (v) { state.batch = Math.max(1, Math.round(v)); draw(); }, "tt-z-batch"),
-      TinyTrans.select("precision", [["fp32", "fp32"], ["mixed", "bf16 mixed (fp32 master)"], ["bf16", "pure bf16"]], state.precision,
+      TinyTrans.select("precision", pairs(data.precision_labels), state.precision,
         function (v) { state.precision = v; draw(); }, "tt-z-precision"),
-      TinyTrans.select("optimizer", [["adamw", "AdamW"], ["sgd-momentum", "SGD + momentum"], ["sgd", "plain SGD"]], state.optimizer,
+      TinyTrans.select("optimizer", pairs(data.optimizer_labels), state.optimizer,
         function (v) { state.optimizer = v; draw(); }, "tt-z-optimizer"),
       TinyTrans.checkbox("activation checkpointing", state.checkpointing, function (v) { state.checkpointing = v; draw(); }, "tt-z-checkpointing"),
       TinyTrans.number("tokens D (0 = 20/param)", 0, 1e16, 1, state.tokens, function (v) { state.tokens = Math.max(0, v); draw(); }, "tt-z-tokens"),

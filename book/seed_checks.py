@@ -1,13 +1,21 @@
 """Every number the course's source notes (the "seeds") work out by hand, recomputed.
 
+This module belongs to the book, not to the package: the errata appendix
+(``book/errata.ipynb``, which runs with ``book/`` as its working directory) imports it as
+``seed_checks``, ``scripts/chapters.py errata`` writes the chapters' errata tables from it, and
+the tests import it with ``book/`` on ``sys.path``. It is not in the wheel. The configurations the
+seeds discuss are presets of :mod:`tinytrans.config` (``gpt3-175b``, ``llama3.1-8b``,
+``llama-40m-deep``, ``classic-40m-wide``), so the chapters can use them with only
+``pip install tinytrans``.
+
 Each :class:`SeedCheck` pairs a figure a seed states (quoted as a constant: the seed's claim)
 with the same quantity computed by :mod:`tinytrans.sizing`. ``ok`` says whether the claim is
 right within the seed's own rounding (less than one unit of the last digit it printed, so
 both rounded and truncated figures pass), within +-50% for figures it presents as rough
 estimates of memory, and within 0.1 for scaling factors it states as laws ("2×", "4×"), which
 are exact claims, not rounded figures. A check may be stricter than its last digit, never
-looser (``tests/test_errata.py``). The book's errata appendix renders
-:func:`errata_rows`; ``tests/test_sizing.py`` pins every computed value.
+looser (``tests/test_errata.py``, which also pins every computed value). The errata appendix
+renders :func:`errata_rows` in one table per seed ("Seed 000" to "Seed 004").
 """
 
 from __future__ import annotations
@@ -20,23 +28,24 @@ import torch
 
 from tinytrans import sizing as S
 from tinytrans import train as T
+from tinytrans.config import ModelConfig
 from tinytrans.evaluate import perplexity_from_loss
-from tinytrans.model import ModelConfig
 
 __all__ = [
+    "CHAPTER_TABLES",
     "PI_ZERO_2_W_BYTES",
     "SECTION_ORDER",
     "SEEDS_WITHOUT_ARITHMETIC",
     "SEED_TITLES",
     "TABLE_COLUMNS",
+    "ChapterTable",
     "SeedCheck",
     "adamw_decay_per_step",
+    "chapter_table_source",
     "errata_rows",
     "format_value",
-    "gpt3_config",
     "html_table",
-    "llama31_8b_config",
-    "seed003_option",
+    "markdown_table",
     "seed004_lr",
     "seed_checks",
     "seed_summary",
@@ -136,44 +145,8 @@ def format_value(value: float, unit: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Configurations the seeds discuss that are not presets
+# Helpers of the checks
 # --------------------------------------------------------------------------------------------
-
-_LLAMA = dict(positional="rope", norm="rmsnorm", activation="swiglu", bias=False)
-
-
-def gpt3_config() -> ModelConfig:
-    """GPT-3 175B (Brown et al. 2020, Table 2.1): GPT-2's layout at 96 x 12288."""
-    return ModelConfig(
-        vocab_size=50257, context_length=2048, d_model=12288, n_layers=96, n_heads=96,
-        d_ff=49152, positional="learned", norm="layernorm", activation="gelu", bias=True,
-        tie_embeddings=True, name="gpt3-175b",
-    )  # fmt: skip
-
-
-def llama31_8b_config() -> ModelConfig:
-    """Llama-3.1-8B: 32 x 4096, GQA with 8 KV heads, SwiGLU 14336, 128K vocabulary, untied."""
-    return ModelConfig(
-        vocab_size=128256, context_length=8192, d_model=4096, n_layers=32, n_heads=32,
-        n_kv_heads=8, d_ff=14336, **_LLAMA, tie_embeddings=False, rope_theta=500000.0,
-        name="llama3.1-8b",
-    )  # fmt: skip
-
-
-def seed003_option(letter: str) -> ModelConfig:
-    """Seed 003's alternatives to its 40M design: B (deep, 24 x 256) and C (classic, 8 x 384)."""
-    if letter == "B":
-        return ModelConfig(
-            vocab_size=50257, context_length=1024, d_model=256, n_layers=24, n_heads=8,
-            d_ff=682, **_LLAMA, tie_embeddings=True, name="llama-40m-option-b",
-        )  # fmt: skip
-    if letter == "C":
-        return ModelConfig(
-            vocab_size=50257, context_length=1024, d_model=384, n_layers=8, n_heads=6,
-            d_ff=1536, positional="rope", norm="layernorm", activation="gelu", bias=False,
-            tie_embeddings=True, name="llama-40m-option-c",
-        )  # fmt: skip
-    raise ValueError(f"seed 003 has options 'B' and 'C', got {letter!r}.")
 
 
 def adamw_decay_per_step(lr: float, weight_decay: float) -> float:
@@ -312,7 +285,7 @@ def _seed000() -> list[SeedCheck]:
     tiny, gpt2, gpt3 = (
         ModelConfig.preset("tiny-postnorm"),
         ModelConfig.preset("gpt2-small"),
-        gpt3_config(),
+        ModelConfig.preset("gpt3-175b"),
     )
     bt, b3 = S.parameter_breakdown(tiny), S.parameter_breakdown(gpt3)
     n_tiny, n_gpt2, n_gpt3 = bt.total, S.count_parameters(gpt2), b3.total
@@ -425,10 +398,10 @@ def _seed001() -> list[SeedCheck]:
     qkv = sum(bn.layer_detail[k] for k in ("q_proj", "k_proj", "v_proj"))
     wide = S.parameter_breakdown(nano.replace(d_ff=1024, activation="gelu"))
     bpe = S.parameter_breakdown(nano.replace(vocab_size=32000))
-    b8 = S.parameter_breakdown(llama31_8b_config())
-    mem = S.training_memory(tl, 8, 512, "bf16")
+    b8 = S.parameter_breakdown(ModelConfig.preset("llama3.1-8b"))
+    mem = S.training_memory(tl, 8, 512, "bf16-true")
     flops_ratio = S.forward_flops_per_token(tl) / S.forward_flops_per_token(nano)
-    llama3 = llama31_8b_config()
+    llama3 = ModelConfig.preset("llama3.1-8b")
     gqa_saving = 1 - S.kv_cache_bytes(llama3) / S.kv_cache_bytes(llama3.replace(n_kv_heads=None))
     context_ratio = S.training_flops_per_token(nano, 1024) / S.training_flops_per_token(nano, 512)
     ffn_ratio = (1024 * 2 * bn.ffn) / (512 * 2 * bn.ffn)  # FFN FLOPs per sequence: T x 2 x params
@@ -540,8 +513,8 @@ def _seed003() -> list[SeedCheck]:
     b40 = S.parameter_breakdown(m40)
     n40 = b40.total
     opt_b, opt_c = (
-        S.parameter_breakdown(seed003_option("B")),
-        S.parameter_breakdown(seed003_option("C")),
+        S.parameter_breakdown(ModelConfig.preset("llama-40m-deep")),
+        S.parameter_breakdown(ModelConfig.preset("classic-40m-wide")),
     )
     gelu_ffn = S.parameter_breakdown(m40.replace(activation="gelu", d_ff=1280)).ffn
     budget, n_stated = 40e6, 40e6
@@ -1181,3 +1154,63 @@ def html_table(rows: list[dict], columns: dict[str, str] | None = None) -> str:
         f'<table class="tt-errata" style="font-size: 85%"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The chapters' errata tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChapterTable:
+    """A chapter's table of one seed's checks, written into the chapter as a markdown cell.
+
+    A chapter cannot import this module at run time (on Colab a reader has only the notebook
+    and ``pip install tinytrans``), so ``python scripts/chapters.py errata`` writes the table
+    into the cell ``cell_id`` and ``tests/test_errata.py`` fails when it is stale.
+    """
+
+    cell_id: str
+    seed: str
+    keys: tuple[str, ...]  # a check is shown when its quantity contains one of them
+
+    def checks(self) -> list[SeedCheck]:
+        """The seed's checks this table shows, in the seed's order."""
+        return [
+            check
+            for check in seed_checks()
+            if check.seed == self.seed and any(key in check.quantity for key in self.keys)
+        ]
+
+
+#: Chapter notebook (file name without ``.ipynb``) -> the errata table it shows.
+CHAPTER_TABLES: dict[str, ChapterTable] = {
+    "05_sizing": ChapterTable(
+        "907b8a6d", "003", ("Chinchilla", "perplexity", "tokens per parameter at")
+    ),
+}
+
+
+def markdown_table(checks: list[SeedCheck]) -> str:
+    """A markdown table of ``checks``: the quantity, the seed's figure, the computed one and
+    the verdict (a "wrong" one in bold), as a chapter shows them."""
+    seeds = sorted({check.seed for check in checks})
+    lines = [
+        f"| quantity | seed {', '.join(seeds)} writes | computed | verdict |",
+        "| :-- | --: | --: | :-- |",
+    ]
+    for check in checks:
+        row = {key: value.replace("|", "\\|") for key, value in check.as_row().items()}
+        verdict = f"**{row['verdict']}**" if row["verdict"] == "wrong" else row["verdict"]
+        lines.append(f"| {row['quantity']} | {row['claimed']} | {row['correct']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def chapter_table_source(chapter: str) -> str:
+    """The markdown source of ``chapter``'s errata cell (``chapter`` as in
+    :data:`CHAPTER_TABLES`)."""
+    if chapter not in CHAPTER_TABLES:
+        raise ValueError(
+            f"chapter {chapter!r} has no errata table; chapters with one: {list(CHAPTER_TABLES)}."
+        )
+    return markdown_table(CHAPTER_TABLES[chapter].checks())
