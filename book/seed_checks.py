@@ -29,6 +29,7 @@ import torch
 from tinytrans import sizing as S
 from tinytrans import train as T
 from tinytrans.config import ModelConfig
+from tinytrans.evaluate import perplexity_from_loss
 
 __all__ = [
     "CHAPTER_TABLES",
@@ -796,7 +797,7 @@ def _seed003() -> list[SeedCheck]:
                 f"perplexity, N = 40M, D = {S.format_count(tokens)}",
                 f"~{ppl}",
                 ppl,
-                S.perplexity(predicted),
+                perplexity_from_loss(predicted),
                 "x",
                 1,
                 "exp of the seed's own loss matches its perplexity; the loss is off.",

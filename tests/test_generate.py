@@ -1,4 +1,5 @@
-"""Tests for tinytrans.generate: filters, every decoding path, beam search, speed tricks, CLI."""
+"""Tests for tinytrans.generate: filters, every decoding path, beam search, speed tricks, CLI,
+and the one model perplexity (tinytrans.evaluate) that chapters 3 and 4 share."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytrans import generate as G
+from tinytrans.evaluate import perplexity, perplexity_from_loss
 from tinytrans.generate import SamplingConfig
+from tinytrans.generate.decode import _IncrementalDecoder
+from tinytrans.generate.prompts import _stop_ids
+from tinytrans.generate.serving import _percentile
 from tinytrans.model import ModelConfig, TinyTransformer
 
 # --------------------------------------------------------------------------------------------
@@ -24,7 +29,7 @@ from tinytrans.model import ModelConfig, TinyTransformer
 
 
 class CharTok:
-    """A minimal character tokenizer (the protocol generate.py relies on)."""
+    """A minimal character tokenizer (the part of tinytrans.tokenizers.Tokenizer generation uses)."""
 
     def __init__(self, chars: str, bos: bool = False, eos: bool = False) -> None:
         self.chars = sorted(set(chars))
@@ -380,14 +385,14 @@ def test_text_generation_streaming_and_stops():
     assert stopped == ids[: ids.index(stop)]
     assert G.generate(model, tok, "abc", 0) == "" and greedy(model, [1], 0) == []
     with_eos = CharTok(ALPHABET, eos=True)
-    assert G._stop_ids(with_eos, [3], stop_at_eos=True) == {3, with_eos.eos_id}
-    assert G._stop_ids(with_eos, None, stop_at_eos=False) == set()
+    assert _stop_ids(with_eos, [3], stop_at_eos=True) == {3, with_eos.eos_id}
+    assert _stop_ids(with_eos, None, stop_at_eos=False) == set()
 
 
 def test_streaming_does_not_split_multibyte_characters():
     tok = ByteTok()
     sentence = "héllo wörld ✓ ok 🙂."
-    decoder = G._IncrementalDecoder(tok)
+    decoder = _IncrementalDecoder(tok)
     pieces = [decoder.push(i) for i in tok.encode(sentence)] + [decoder.flush()]
     assert "".join(pieces) == sentence
     assert not any("\ufffd" in p for p in pieces)
@@ -433,6 +438,53 @@ def test_bad_inputs_raise_clear_value_errors(call, message):
     model = make_model("rope", vocab=tok.vocab_size)
     with pytest.raises(ValueError, match=message):
         call(model, tok)
+
+
+def test_sampling_is_given_one_way():
+    """generate takes stream_generate's keywords (defined once there) and sampling is a
+    SamplingConfig or its fields as shortcuts, resolved in one place."""
+    import inspect
+
+    own = set(inspect.signature(G.generate).parameters)
+    assert own == {"model", "tokenizer", "prompt", "max_new_tokens", "stream", "options"}
+    stream_keywords = set(inspect.signature(G.stream_generate).parameters)
+    assert {"sampling", "seed", "stop_tokens", "shortcuts"} <= stream_keywords
+    assert not {"temperature", "top_k", "top_p", "min_p"} & stream_keywords
+    assert G.resolve_sampling(temperature=0, top_k=3) == SamplingConfig(temperature=0, top_k=3)
+    assert G.resolve_sampling(G.GREEDY) is G.GREEDY and G.resolve_sampling() == SamplingConfig()
+    with pytest.raises(TypeError, match=r"unknown sampling option 'temprature'.*temperature"):
+        G.resolve_sampling(temprature=0)
+    with pytest.raises(TypeError, match="sampling must be a SamplingConfig"):
+        G.resolve_sampling({"temperature": 0})
+    model = make_model("rope")
+    assert G.generate(model, None, [1, 2], 8, sampling=G.GREEDY) == greedy(model, [1, 2], 8)
+    with pytest.raises(TypeError, match="unknown sampling option 'topk'"):
+        G.generate(model, None, [1, 2], 8, topk=3)
+
+
+def test_a_sampling_step_compiles_to_one_graph():
+    """No per-token host sync (such as checking that something is left to sample): the
+    whole filtered draw traces with fullgraph=True, which refuses any graph break."""
+    torch._dynamo.reset()
+    config = SamplingConfig(temperature=0.5, top_k=5, top_p=0.9, min_p=0.05)
+    step = torch.compile(lambda x: G.sample_next(x, config), fullgraph=True, backend="eager")
+    logits = torch.randn(3, 30)
+    token = step(logits)
+    assert token.shape == (3,)
+    assert G.filter_logits(logits, config).gather(1, token[:, None]).isfinite().all()
+
+
+def test_a_tiny_temperature_shifts_only_the_rows_that_overflow():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.1, 0.3, 0.2]])
+    cold = G.apply_temperature(logits, 1e-38)
+    assert torch.equal(cold.softmax(-1)[0], torch.tensor([0.0, 1.0, 0.0]))
+    assert not cold.isnan().any()
+    assert torch.equal(cold[1], logits[1] / 1e-38)  # this row did not overflow: unchanged
+
+
+def test_batch_padding_id_must_be_in_the_vocabulary(rope_model):
+    with pytest.raises(ValueError, match=r"pad_id must be in \[0, 24\)"):
+        G.generate_batch(rope_model, [[1], [2, 3]], 3, pad_id=24)
 
 
 def test_generation_restores_training_mode(rope_model):
@@ -534,7 +586,9 @@ def test_int8_model_runs_and_stays_close():
     assert (q - ref).abs().max() < 0.1 * ref.abs().max()
     assert len(G.generate(quantized, None, [1, 2], 10, temperature=0)) == 10
     assert G.state_dict_bytes(quantized) < G.state_dict_bytes(model)
-    ppl, ppl_q = G.perplexity(model, idx[0].tolist()), G.perplexity(quantized, idx[0].tolist())
+    chunked = model.config.context_length
+    ppl = perplexity(model, idx[0].tolist(), stride=chunked)
+    ppl_q = perplexity(quantized, idx[0].tolist(), stride=chunked)
     assert abs(ppl - ppl_q) / ppl < 0.05
 
 
@@ -549,10 +603,72 @@ def test_latency_profile_and_budget(rope_model):
     assert not G.check_budget({**profile, "p95_ms": 100.0}, rss_mb=1e6)["ok"]
     assert not G.check_budget({**profile, "p95_ms": 300.0}, rss_mb=100.0)["ok"]
     assert G.check_budget(profile, p95_budget_ms=profile["p95_ms"])["p95_ok"]
-    assert G._percentile(list(range(1, 101)), 95) == 95
+    assert _percentile(list(range(1, 101)), 95) == 95
     rss = G.peak_rss_mb()
     assert rss is None or rss > 10
-    assert G.perplexity(rope_model, [1, 2, 3, 4] * 20) > 1.0
+
+
+def _chunked_perplexity(model, ids):
+    """The chunked perplexity generate used to compute on its own: disjoint windows of
+    context_length + 1 tokens, the oracle for stride == context_length."""
+    window = model.config.context_length + 1
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, window - 1):
+            chunk = torch.tensor([ids[start : start + window]])
+            if chunk.shape[1] < 2:
+                break
+            _, loss = model(chunk[:, :-1], chunk[:, 1:])
+            total += float(loss) * (chunk.shape[1] - 1)
+            count += chunk.shape[1] - 1
+    return math.exp(total / count)
+
+
+def _brute_force_perplexity(model, ids, stride):
+    """Token by token: token j is scored once, from the first window (begin = k * stride,
+    k = max(0, ceil((j - context) / stride))) that reaches it, reading ids[begin:j]."""
+    context, nll = model.config.context_length, 0.0
+    with torch.no_grad():
+        for j in range(1, len(ids)):
+            begin = max(0, -(-(j - context) // stride)) * stride
+            logits, _ = model(torch.tensor([ids[begin:j]]))
+            nll -= float(logits[0, -1].log_softmax(-1)[ids[j]])
+    return math.exp(nll / (len(ids) - 1))
+
+
+@pytest.mark.parametrize("positional", ["rope", "learned"])
+def test_one_perplexity_for_chapters_3_and_4(positional):
+    """tinytrans.evaluate.perplexity is the only model perplexity: with stride ==
+    context_length it is the chunked value generate's copy gave (chapter 4's int8 check
+    used that), and every stride the chapters use (chapter 3: 256, 192, 128, 64 of 256;
+    chapter 4: 128) matches a token-by-token oracle; the same fractions of a 32 context here."""
+    model = make_model(positional, vocab=24, ctx=32)
+    with torch.no_grad():
+        model.lm_head.weight.div_(20)
+    torch.manual_seed(11)
+    ids = torch.randint(0, 24, (101,)).tolist()
+    assert perplexity(model, ids, stride=32) == pytest.approx(
+        _chunked_perplexity(model, ids), rel=1e-5
+    )
+    for stride in (32, 24, 16, 8):
+        assert perplexity(model, ids, stride=stride) == pytest.approx(
+            _brute_force_perplexity(model, ids, stride), rel=1e-4
+        )
+    assert perplexity(model, ids, stride=8) < perplexity(model, ids, stride=32)
+    assert perplexity_from_loss(math.log(24)) == pytest.approx(24)
+
+
+def test_perplexity_needs_an_explicit_stride_and_checks_ids_once(rope_model):
+    with pytest.raises(TypeError, match="stride"):
+        perplexity(rope_model, [1, 2, 3])  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 24\); got range \[1, 24\]"):
+        perplexity(rope_model, [1, 2, 24], stride=32)
+    rope_model.train()
+    try:
+        assert perplexity(rope_model, [1, 2, 3, 4] * 20, stride=16) > 1.0
+        assert rope_model.training  # eval mode inside, the previous mode restored
+    finally:
+        rope_model.eval()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork/exec inheritance: Linux")

@@ -23,6 +23,7 @@ from tinytrans.model import (
     apply_rotary,
     build_model,
     preset_names,
+    validate_ids,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -292,12 +293,19 @@ def test_presets_build_with_overrides():
 # --------------------------------------------------------------------------------------------
 
 
-def test_token_ids_out_of_range():
+def test_token_ids_out_of_range_are_caught_at_the_boundary():
     model = make()
-    with pytest.raises(ValueError, match="vocab_size"):
-        model(torch.tensor([[0, TINY["vocab_size"]]]))
-    with pytest.raises(ValueError, match="vocab_size"):
-        model(torch.tensor([[-1, 0]]))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 37\).*vocab_size"):
+        model.validate_inputs(torch.tensor([[0, TINY["vocab_size"]]]))
+    with pytest.raises(ValueError, match=r"got range \[-1, 0\]"):
+        model.validate_inputs(torch.tensor([[-1, 0]]))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 5\); got range \[0, 5\]"):
+        validate_ids([0, 5], 5)
+    with pytest.raises(ValueError, match="must be integers"):
+        validate_ids(torch.tensor([0.5]), 5)
+    validate_ids([0, 4, -100], 5, ignore_index=-100)  # ignored values pass
+    validate_ids([], 5)
+    model.validate_inputs(ids(2, 4), ids(2, 4), torch.arange(4))  # valid input passes
 
 
 def test_too_long_for_learned_positions():
@@ -404,12 +412,16 @@ def test_forward_refuses_bad_targets_positions_and_cache_batch():
     model = build_model(ModelConfig(vocab_size=20, context_length=16, d_model=32, n_heads=4,
                                     d_ff=64, positional="rope"))  # fmt: skip
     idx = torch.randint(0, 20, (2, 8))
-    with pytest.raises(ValueError, match="targets must be token ids"):
-        model(idx, torch.full((2, 8), 20))
+    with pytest.raises(ValueError, match=r"targets must be in \[0, 20\) or -100 \(ignored\)"):
+        model.validate_inputs(idx, torch.full((2, 8), 20))
     ignored = torch.full((2, 8), -100)
-    model(idx, ignored)  # -100 stays allowed: those positions are ignored
+    model.validate_inputs(idx, ignored)  # -100 stays allowed: those positions are ignored
+    model(idx, ignored)
     with pytest.raises(ValueError, match="position_ids must be >= 0"):
-        model(idx, position_ids=torch.arange(-1, 7))
+        model.validate_inputs(idx, position_ids=torch.arange(-1, 7))
+    learned = make(positional="learned")
+    with pytest.raises(ValueError, match=r"position_ids must be in \[0, 16\)"):
+        learned.validate_inputs(ids(1, 2), position_ids=torch.tensor([3, 16]))
     cache = model.new_cache(batch_size=3)
     with pytest.raises(ValueError, match="KV cache holds 3 sequences"):
         model(idx, cache=cache)
@@ -435,3 +447,38 @@ def test_eval_mode_restores_the_previous_mode_even_on_error(training):
     with pytest.raises(RuntimeError), eval_mode(model):
         raise RuntimeError("boom")
     assert model.training is training
+
+
+# --------------------------------------------------------------------------------------------
+# The hot path: no device-to-host sync, no graph break
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positional", POSITIONAL_CHOICES)
+def test_forward_compiles_to_one_graph_without_host_syncs(positional):
+    """``fullgraph=True`` refuses any graph break; reading a tensor back on the host
+    (``int(t)``, ``.item()``, ``.tolist()``) is one, so this proves forward never syncs.
+    The eager backend traces without generating code, so it is quick on the CPU."""
+    torch._dynamo.reset()
+    model = make(positional=positional)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    x, y = ids(2, 8), ids(2, 8, seed=2)
+    with torch.no_grad():
+        logits, loss = compiled(x, y)
+        expected, expected_loss = model(x, y)
+        assert torch.allclose(logits, expected) and torch.allclose(loss, expected_loss)
+        cache = model.new_cache(2, 16)
+        compiled(x, cache=cache)  # prefill into the cache, then one batched decoding step
+        mask = torch.ones(2, 9, dtype=torch.long)
+        mask[1, :3] = 0  # the second row is left padded, as generate_batch makes it
+        position = torch.tensor([[8], [5]])
+        step, _ = compiled(x[:, :1], cache=cache, attention_mask=mask, position_ids=position)
+        assert cache.length == 9 and step.shape == (2, 1, TINY["vocab_size"])
+
+
+def test_rope_tables_grow_to_a_length_known_on_the_host():
+    rope = RotaryEmbedding(head_dim=8, context_length=4)
+    cos, _ = rope(torch.arange(6), 6)
+    assert rope.cos.shape[0] >= 6 and cos.shape == (6, 8)
+    again = RotaryEmbedding(head_dim=8, context_length=64)
+    assert torch.allclose(cos, again(torch.arange(6))[0])  # standalone: bound read from the ids

@@ -388,7 +388,7 @@ def test_perplexity_rejects_bad_inputs():
     with pytest.raises(ValueError, match="stride"):
         perplexity(model, list(range(20)), stride=17)
     with pytest.raises(ValueError, match="two tokens"):
-        perplexity(model, [1])
+        perplexity(model, [1], stride=1)
 
 
 def test_ngram_loss_unigram_matches_the_formula():

@@ -1,6 +1,11 @@
 """Measuring a language model: mean validation loss and strided sliding-window perplexity.
 
-Perplexity is ``exp(mean negative log-likelihood per token)``. Scoring a long text with a
+Chapter 3 (sections 3.3, 3.6 and 3.8); chapter 4 uses the same perplexity to price int8 (section 4.9).
+
+Perplexity is ``exp(mean negative log-likelihood per token)``: :func:`perplexity_from_loss`
+turns a mean loss in nats into one, and :func:`perplexity` scores a token sequence with a
+model. It is the only model perplexity in the package, and its stride is always explicit.
+Scoring a long text with a
 model that sees at most ``context_length`` tokens needs a rule for how much context each
 token gets:
 
@@ -28,11 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["estimate_loss", "ngram_loss", "perplexity", "sliding_windows"]
+from tinytrans.model import TinyTransformer, eval_mode, validate_ids
+
+__all__ = [
+    "estimate_loss",
+    "ngram_loss",
+    "perplexity",
+    "perplexity_from_loss",
+    "sliding_windows",
+]
 
 
 def sliding_windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, int, int]]:
-    """The windows that score tokens ``1 .. n_tokens-1`` once each.
+    """The windows that score tokens ``1 .. n_tokens-1`` once each (section 3.8).
 
     Returns ``(begin, end, n_scored)``: the model reads ``ids[begin:end]`` and predicts
     ``ids[begin+1:end+1]``, of which only the last ``n_scored`` predictions count.
@@ -77,28 +90,35 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def perplexity_from_loss(loss: float) -> float:
+    """``exp(loss)``: a mean loss in nats as a perplexity, the effective number of equally
+    likely next tokens (section 3.8)."""
+    return math.exp(loss)
+
+
 @torch.no_grad()
 def perplexity(
-    model: nn.Module,
+    model: TinyTransformer,
     token_ids: Sequence[int] | torch.Tensor,
+    *,
+    stride: int,
     context_length: int | None = None,
-    stride: int | None = None,
     batch_size: int = 16,
 ) -> float:
-    """Perplexity of ``token_ids`` with the strided sliding window (see the module docstring).
+    """Perplexity of ``token_ids`` with the strided sliding window (section 3.8).
 
-    ``context_length`` defaults to the model's; ``stride`` defaults to half of it.
-    ``stride == context_length`` gives the naive chunked value.
+    ``stride`` is required: it decides the number. ``stride == context_length`` is the
+    chunked value (disjoint windows); a smaller stride gives every token after the first
+    window at least ``context_length - stride`` tokens of history. ``context_length``
+    defaults to the model's. The ids are checked against the model's vocabulary once.
     """
     ids = _as_tensor(token_ids)
-    context_length = context_length or model.config.context_length
-    stride = stride or max(1, context_length // 2)
+    window = context_length or model.config.context_length
+    validate_ids(ids, model.config.vocab_size)
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     total_nll, total_count = 0.0, 0
-    try:
-        for group in _batched(sliding_windows(ids.numel(), context_length, stride), batch_size):
+    with eval_mode(model):
+        for group in _batched(sliding_windows(ids.numel(), window, stride), batch_size):
             x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
             y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in group]).to(device)
             for row, (b, e, n_scored) in enumerate(group):
@@ -108,10 +128,8 @@ def perplexity(
                 logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
             )
             total_nll += float(nll)
-            total_count += int((y != -100).sum())
-    finally:
-        model.train(was_training)
-    return math.exp(total_nll / total_count)
+            total_count += sum(n for *_, n in group)
+    return perplexity_from_loss(total_nll / total_count)
 
 
 def _eval_batches(datamodule: Any, split: str, max_batches: int | None) -> Iterable[Any]:
@@ -126,7 +144,7 @@ def estimate_loss(
     split: str = "val",
     autocast: Any = None,
 ) -> float:
-    """Mean cross-entropy per token over ``datamodule.iter_eval_batches(split, max_batches)``.
+    """Mean cross-entropy per token over ``datamodule.iter_eval_batches(split, max_batches)`` (section 3.6).
 
     ``autocast``: an optional context-manager factory (the trainer passes its mixed-precision
     context). Batches are weighted by their token count, so a short last batch counts fairly.
@@ -139,12 +157,10 @@ def estimate_loss(
 
 @torch.no_grad()
 def loss_sums(model: nn.Module, batches: Iterable[Any], autocast: Any = None) -> tuple[float, int]:
-    """``(summed token loss, token count)`` over ``batches`` of ``(x, y)``; eval mode inside."""
+    """``(summed token loss, token count)`` over ``batches`` of ``(x, y)``; eval mode inside (section 3.6)."""
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     sum_loss, count = 0.0, 0
-    try:
+    with eval_mode(model):
         for x, y in batches:
             x, y = x.to(device), y.to(device)
             with autocast() if autocast is not None else nullcontext():
@@ -152,8 +168,6 @@ def loss_sums(model: nn.Module, batches: Iterable[Any], autocast: Any = None) ->
             n = int((y != -100).sum())
             sum_loss += float(loss) * n
             count += n
-    finally:
-        model.train(was_training)
     return sum_loss, count
 
 
@@ -172,7 +186,7 @@ def ngram_loss(
     alpha: float = 1.0,
 ) -> float:
     """Cross-entropy (nats per token) on ``eval_tokens`` of an n-gram model fitted on
-    ``train_tokens``: ``p(w | c) = (count(c, w) + alpha) / (count(c) + alpha * V)``.
+    ``train_tokens`` (section 3.3): ``p(w | c) = (count(c, w) + alpha) / (count(c) + alpha * V)``.
 
     ``n = 1`` predicts from token frequencies alone, ``n = 2`` from the previous token. The
     first ``n - 1`` evaluation tokens (which lack a full context) are not scored. ``vocab_size``

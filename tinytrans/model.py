@@ -13,10 +13,10 @@ C = d_model, H = query heads, K = key/value heads, D = head dimension, V = vocab
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ __all__ = [
     "preset_names",
     "rotate_half",
     "sinusoidal_table",
+    "validate_ids",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ __all__ = [
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias."""
+    """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias (section 1.9)."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -80,14 +81,14 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
-    """LayerNorm (scale and bias) or RMSNorm (scale only), as the config says."""
+    """LayerNorm (scale and bias) or RMSNorm (scale only), as the config says (section 1.9)."""
     if config.norm == "rmsnorm":
         return RMSNorm(config.d_model, config.norm_eps)
     return nn.LayerNorm(config.d_model, eps=config.norm_eps)
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim)."""
+    """The fixed sine/cosine position table of Vaswani et al. (2017): (length, dim) (section 1.6)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
@@ -97,7 +98,9 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len."""
+    """Adds the fixed sinusoidal table; no parameters, works for any position < max_len (section 1.6)."""
+
+    table: torch.Tensor
 
     def __init__(self, context_length: int, dim: int) -> None:
         super().__init__()
@@ -108,10 +111,15 @@ class SinusoidalPositions(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq.
+    """Rotary position embedding (Su et al. 2021): rotate query/key pairs by position x freq
+    (section 1.6).
 
     Uses the "rotate half" pairing (dimension i with i + D/2), as Llama and GPT-NeoX do.
     """
+
+    inv_freq: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
 
     def __init__(self, head_dim: int, context_length: int, theta: float = 10000.0) -> None:
         super().__init__()
@@ -128,11 +136,20 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
         self._cache_len = length
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads."""
-        needed = int(positions.max()) + 1 if positions.numel() else 0
-        if needed > self._cache_len:
-            self._build(max(needed, 2 * self._cache_len))
+    def forward(
+        self, positions: torch.Tensor, length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for ``positions`` (T,) or (B, T), shaped to broadcast over heads (section 1.6).
+
+        ``length``: a bound, known on the host, with every position ``< length``; the tables
+        grow to it (doubling) when they are too short. The model passes its sequence length,
+        so the hot path never reads a position back from the device. Without it the bound is
+        read from ``positions`` (one device-to-host sync), for standalone use.
+        """
+        if length is None:
+            length = int(positions.max()) + 1 if positions.numel() else 0
+        if length > self._cache_len:
+            self._build(max(length, 2 * self._cache_len))
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D) or (B, T, D)
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
@@ -140,17 +157,18 @@ class RotaryEmbedding(nn.Module):
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(a, b) -> (-b, a)`` on the two halves of the last dimension (section 1.6)."""
     first, second = x.chunk(2, dim=-1)
     return torch.cat([-second, first], dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, heads, T, D) queries or keys by their positions' angles."""
+    """Rotate (B, heads, T, D) queries or keys by their positions' angles (section 1.6)."""
     return (x * cos + rotate_half(x) * sin).type_as(x)
 
 
 class KVCache:
-    """Preallocated keys and values for incremental decoding.
+    """Preallocated keys and values for incremental decoding (section 4.6).
 
     ``keys[i]``/``values[i]`` are (B, K, max_len, D) for layer i; ``length`` counts the positions
     filled so far. The model writes new keys at ``[length, length + T)`` in every layer and then
@@ -175,12 +193,13 @@ class KVCache:
 
     @property
     def batch_size(self) -> int:
+        """Sequences the cache holds (section 4.6)."""
         return self.keys[0].shape[0]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, K, T, D) new keys/values for ``layer``; return all keys/values so far."""
+        """Store (B, K, T, D) new keys/values for ``layer``; return all keys/values so far (section 4.6)."""
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(
@@ -192,23 +211,27 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more filled positions, once per forward pass (section 4.6)."""
         self.length += n
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows ``index`` (for beam search and for dropping finished requests)."""
+        """Keep batch rows ``index`` (beam search, section 4.4; finished requests, section 4.7)."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
 
     def crop(self, length: int) -> None:
-        """Forget positions >= ``length`` (speculative decoding rolls back rejected drafts)."""
+        """Forget positions >= ``length`` (speculative decoding rolls back rejected drafts,
+        section 4.8)."""
         self.length = min(self.length, length)
 
     def nbytes(self) -> int:
+        """Bytes of every key and value tensor (section 4.6)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA).
+    """Multi-head causal attention with grouped key/value heads (MHA, GQA or MQA; sections 1.4
+    and 1.7).
 
     Two paths compute the same thing: ``F.scaled_dot_product_attention`` for speed, and an
     explicit ``softmax(QK^T / sqrt(D) + mask) V`` that can hand back the attention weights.
@@ -277,7 +300,7 @@ class CausalSelfAttention(nn.Module):
 def causal_mask(
     T: int, S: int, past: int | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s."""
+    """Boolean (T, S) mask, True where query t (at absolute position past + t) may see key s (section 1.5)."""
     past = S - T if past is None else past
     rows = torch.arange(T, device=device)[:, None] + past
     cols = torch.arange(S, device=device)[None, :]
@@ -285,7 +308,7 @@ def causal_mask(
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x))."""
+    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (section 1.8)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -308,7 +331,8 @@ class FeedForward(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Attention then feed-forward, each in a residual branch with its norm before (pre-norm,
-    GPT-2/Llama) or after the residual sum (post-norm, the original Transformer)."""
+    GPT-2/Llama) or after the residual sum (post-norm, the original Transformer;
+    section 1.10)."""
 
     def __init__(self, config: ModelConfig, layer_index: int = 0) -> None:
         super().__init__()
@@ -333,7 +357,7 @@ class TransformerBlock(nn.Module):
 
 @dataclass
 class AttentionCapture:
-    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors."""
+    """What :meth:`TinyTransformer.attention_maps` returns: per-layer (B, H, T, T) tensors (section 1.15)."""
 
     logits: torch.Tensor
     weights: list[torch.Tensor]
@@ -341,13 +365,14 @@ class AttentionCapture:
 
 
 class TinyTransformer(nn.Module):
-    """A decoder-only language model built from a :class:`ModelConfig`."""
+    """A decoder-only language model built from a :class:`ModelConfig` (section 1.12)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb: nn.Module
         if config.positional == "learned":
             self.pos_emb = nn.Embedding(config.context_length, config.d_model)
         elif config.positional == "sinusoidal":
@@ -365,7 +390,7 @@ class TinyTransformer(nn.Module):
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers).
         residual_std = 0.02 / math.sqrt(2 * config.n_layers)
-        for block in self.blocks:
+        for block in cast(Iterable[TransformerBlock], self.blocks):
             nn.init.normal_(block.attn.o_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.ffn.down_proj.weight, mean=0.0, std=residual_std)
 
@@ -380,22 +405,23 @@ class TinyTransformer(nn.Module):
 
     # -- bookkeeping --------------------------------------------------------------------------
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Unique trainable numbers (a tied head counts once)."""
+        """Unique trainable numbers (a tied head counts once; section 1.11)."""
         total = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
             total -= self.tok_emb.weight.numel()
             if self.config.positional == "learned":
-                total -= self.pos_emb.weight.numel()
+                total -= sum(p.numel() for p in self.pos_emb.parameters())
         return total
 
     @property
     def device(self) -> torch.device:
+        """The device of the weights."""
         return self.tok_emb.weight.device
 
     def new_cache(
         self, batch_size: int = 1, max_len: int | None = None, dtype: torch.dtype | None = None
     ) -> KVCache:
-        """An empty :class:`KVCache` on the model's device for incremental decoding."""
+        """An empty :class:`KVCache` on the model's device for incremental decoding (section 4.6)."""
         return KVCache(
             self.config, batch_size, max_len, self.device, dtype or self.tok_emb.weight.dtype
         )
@@ -411,13 +437,18 @@ class TinyTransformer(nn.Module):
         position_ids: torch.Tensor | None = None,
         capture: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids ``idx`` (B, T) and, given targets, the mean loss.
+        """Logits (B, T, V) for token ids ``idx`` (B, T) and, given targets, the mean loss
+        (section 1.12).
 
         ``cache``: decode incrementally; ``idx`` holds only the new tokens, positions continue
         from ``cache.length``. ``attention_mask``: (B, S) with 1 for real tokens and 0 for
         padding, S = cached + new positions (left padding for batched prompts).
         ``position_ids``: (B, T) or (T,) absolute positions, by default counted from the cache.
         Targets equal to -100 are ignored by the loss.
+
+        Only shapes and dtypes are checked here: checking token values would read the device
+        back on every call (a sync on a GPU, a graph break under ``torch.compile``). Ids are
+        checked where they enter (prompts, datasets, :meth:`validate_inputs`, :func:`validate_ids`).
         """
         self._check_input(idx, targets, cache)
         B, T = idx.shape
@@ -431,7 +462,9 @@ class TinyTransformer(nn.Module):
         x = self.tok_emb(idx)  # (B,T,C)
         if self.config.positional in ("learned", "sinusoidal"):
             x = x + self.pos_emb(position_ids)
-        rope = self.rope(position_ids) if self.config.positional == "rope" else None
+        # Every position is < past + T (default positions count from the cache; batched
+        # callers count real tokens only), a bound known here without reading the device.
+        rope = self.rope(position_ids, past + T) if self.config.positional == "rope" else None
         x = self.drop(x)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and cache is None:
@@ -453,7 +486,7 @@ class TinyTransformer(nn.Module):
     def attention_maps(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> AttentionCapture:
-        """Run the explicit attention path and return every layer's weights and raw scores."""
+        """Run the explicit attention path and return every layer's weights and raw scores (section 1.15)."""
         capture: list[dict[str, torch.Tensor]] = []
         with torch.no_grad():
             logits, _ = self(idx, attention_mask=attention_mask, capture=capture)
@@ -462,6 +495,28 @@ class TinyTransformer(nn.Module):
             weights=[c["weights"] for c in capture],
             scores=[c["scores"] for c in capture],
         )
+
+    def validate_inputs(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Check the *values* :meth:`forward` trusts, once, where they enter (section 1.12).
+
+        Token ids and targets must lie in ``[0, vocab_size)`` (targets may be -100, ignored),
+        position ids must be ``>= 0`` and, for learned or sinusoidal tables, ``< context_length``.
+        Each check reads the device back once; call it on data you did not make with the
+        model's own tokenizer, not inside a decoding or training loop.
+        """
+        vocab = self.config.vocab_size
+        validate_ids(idx, vocab, hint="Is the tokenizer's vocab_size equal to the model's?")
+        if targets is not None:
+            validate_ids(targets, vocab, name="targets", ignore_index=-100)
+        if position_ids is not None:
+            tables = self.config.positional in ("learned", "sinusoidal")
+            limit = self.config.context_length if tables else None
+            validate_ids(position_ids, limit, name="position_ids")
 
     def _attention_mask(self, B, T, past, attention_mask, device, cache) -> torch.Tensor | None:
         """Boolean (B or 1, 1, T, S) mask, or None when the fused causal kernel suffices."""
@@ -481,7 +536,8 @@ class TinyTransformer(nn.Module):
         mask = causal_mask(T, S, past, device)[None, None] & keep  # (B,1,T,S)
         # A query that is itself padding would see nothing; let it see itself to avoid NaNs.
         diagonal = torch.zeros_like(mask)
-        diagonal[..., torch.arange(T), past + torch.arange(T)] = True
+        steps = torch.arange(T, device=device)  # on the device: no host-to-device index copy
+        diagonal[..., steps, past + steps] = True
         return mask | (diagonal & ~keep[..., past:].transpose(-1, -2))
 
     def _check_input(self, idx, targets, cache) -> None:
@@ -489,12 +545,6 @@ class TinyTransformer(nn.Module):
             raise ValueError("idx must be a (batch, time) tensor of token ids.")
         if idx.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int64):
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}.")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"token ids must be in [0, {self.config.vocab_size}); got range "
-                f"[{int(idx.min())}, {int(idx.max())}]. Is the tokenizer's vocab_size "
-                f"equal to the model's?"
-            )
         total = idx.shape[1] + (cache.length if cache is not None else 0)
         if (
             self.config.positional in ("learned", "sinusoidal")
@@ -509,15 +559,8 @@ class TinyTransformer(nn.Module):
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}."
             )
-        if targets is not None and targets.numel():
-            if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-                raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
-            real = targets[targets != -100]
-            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.config.vocab_size):
-                raise ValueError(
-                    f"targets must be token ids in [0, {self.config.vocab_size}) or -100 (ignored); "
-                    f"got range [{int(real.min())}, {int(real.max())}]."
-                )
+        if targets is not None and (targets.dtype.is_floating_point or targets.dtype == torch.bool):
+            raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
         if cache is not None and cache.batch_size != idx.shape[0]:
             raise ValueError(
                 f"the KV cache holds {cache.batch_size} sequences but idx has {idx.shape[0]}; "
@@ -531,18 +574,40 @@ class TinyTransformer(nn.Module):
             raise ValueError(
                 f"position_ids must have shape ({T},) or ({B}, {T}), got {tuple(position_ids.shape)}."
             )
-        if position_ids.numel() and int(position_ids.min()) < 0:
-            raise ValueError(f"position_ids must be >= 0, got {int(position_ids.min())}.")
-        learned = self.config.positional in ("learned", "sinusoidal")
-        if (
-            learned
-            and position_ids.numel()
-            and int(position_ids.max()) >= self.config.context_length
-        ):
-            raise ValueError(
-                f"position_ids must be < context_length {self.config.context_length}, "
-                f"got {int(position_ids.max())}."
-            )
+
+
+def validate_ids(
+    ids: torch.Tensor | Sequence[int],
+    vocab_size: int | None,
+    *,
+    name: str = "token ids",
+    ignore_index: int | None = None,
+    hint: str = "",
+) -> None:
+    """Raise one clear ``ValueError`` if any of ``ids`` lies outside ``[0, vocab_size)`` (section 1.3).
+
+    An embedding lookup is a row index, so an id outside the table is a crash on the CPU and
+    a device-side assert on a GPU. :meth:`TinyTransformer.forward` does not check (that would
+    be a host sync per call); check once where ids enter with this function.
+    ``vocab_size=None`` checks only ``>= 0``; ``ignore_index`` values are skipped.
+    """
+    values = torch.as_tensor(ids)
+    if not values.numel():
+        return
+    if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
+        raise ValueError(f"{name} must be integers, got dtype {values.dtype}.")
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    if not values.numel():
+        return
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and (vocab_size is None or high < vocab_size):
+        return
+    allowed = ">= 0" if vocab_size is None else f"in [0, {vocab_size})"
+    ignored = f" or {ignore_index} (ignored)" if ignore_index is not None else ""
+    raise ValueError(
+        f"{name} must be {allowed}{ignored}; got range [{low}, {high}]. {hint}".rstrip()
+    )
 
 
 @contextmanager
@@ -558,7 +623,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def build_model(config: ModelConfig | str, **overrides: Any) -> TinyTransformer:
-    """A model from a config or a preset name (with optional overrides)."""
+    """A model from a config or a preset name (with optional overrides; section 1.12)."""
     if isinstance(config, str):
         config = ModelConfig.preset(config, **overrides)
     elif overrides:

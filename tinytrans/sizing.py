@@ -67,7 +67,6 @@ __all__ = [
     "measured_activation_bytes",
     "optimizer_state_bytes",
     "parameter_breakdown",
-    "perplexity",
     "summary",
     "tokens_per_second",
     "training_flops",
@@ -828,11 +827,6 @@ def uniform_loss(vocab_size: int) -> float:
     """Cross-entropy of guessing uniformly over the vocabulary: ``ln V`` (loss at init)
     (section 3.3)."""
     return math.log(vocab_size)
-
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)``: the effective number of equally likely next tokens."""
-    return math.exp(loss)
 
 
 # --------------------------------------------------------------------------------------------

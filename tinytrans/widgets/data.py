@@ -47,7 +47,7 @@ __all__ = [
     "capture_attention",
     "display_piece",
     "encodable_prompts",
-    "encode_prompt",
+    "encode_first_tokens",
     "entropy_nats",
     "greedy_path",
     "head_statistics",
@@ -159,9 +159,9 @@ class AttentionRecord:
         return source[layer, int(head)]
 
 
-def encode_prompt(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
-    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T)
-    (section 1.13)."""
+def encode_first_tokens(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+    """Token ids of ``text`` cropped to the first ``max_tokens`` (attention maps are T x T;
+    section 1.15). Not a generation prompt (that is :func:`tinytrans.generate.encode_prompt`)."""
     ids = list(tokenizer.encode(text))[:max_tokens]
     if not ids:
         raise ValueError(f"prompt {text!r} encodes to no tokens.")
@@ -189,7 +189,7 @@ def capture_attention(
     """Weights, scores and per-head statistics of ``model`` on ``text`` (first ``max_tokens``)
     (section 1.13)."""
     limit = min(max_tokens, model.config.context_length)
-    ids = encode_prompt(tokenizer, text, limit)
+    ids = encode_first_tokens(tokenizer, text, limit)
     weights, scores = _run_attention(model, torch.tensor([ids]))
     weights, scores = weights[:, 0], scores[:, 0]
     stats = head_statistics(weights)

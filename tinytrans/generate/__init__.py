@@ -1,0 +1,89 @@
+"""Running a trained model: sampling, beam search and the tricks that make decoding fast (chapter 4).
+
+The package follows the chapter; everything drives :class:`tinytrans.model.TinyTransformer`
+one token at a time and nothing changes the model itself.
+
+* :mod:`~tinytrans.generate.prompts` -- prompts in, checked ids out (section 4.1).
+* :mod:`~tinytrans.generate.sampling` -- :class:`SamplingConfig`, the logit filters, one
+  sampling step and every distribution the sampling explorer shows (sections 4.2, 4.3, 4.5).
+* :mod:`~tinytrans.generate.decode` -- :func:`generate`, :func:`stream_generate`,
+  :func:`generate_tokens` and :func:`generate_batch` (sections 4.1, 4.6, 4.7).
+* :mod:`~tinytrans.generate.beam` -- :func:`beam_search` (section 4.4).
+* :mod:`~tinytrans.generate.speculative` -- :func:`speculative_generate` (section 4.8).
+* :mod:`~tinytrans.generate.quantize` -- :func:`quantize_int8` (section 4.9).
+* :mod:`~tinytrans.generate.serving` -- :class:`ContinuousBatcher` (section 4.7) and the
+  latency and memory budget (section 4.10).
+
+``tinytrans.generate`` is this package and ``tinytrans.generate.generate`` the function
+(no submodule is called ``generate``). Perplexity lives in :mod:`tinytrans.evaluate`.
+"""
+
+from __future__ import annotations
+
+from tinytrans.generate.beam import Beam, BeamCandidate, BeamSearchTree, beam_search
+from tinytrans.generate.decode import generate, generate_batch, generate_tokens, stream_generate
+from tinytrans.generate.prompts import encode_prompt
+from tinytrans.generate.quantize import quantize_int8, state_dict_bytes
+from tinytrans.generate.sampling import (
+    GREEDY,
+    DistributionStage,
+    SamplingConfig,
+    StepDistributions,
+    apply_repetition_penalty,
+    apply_temperature,
+    filter_logits,
+    filter_stages,
+    make_generator,
+    min_p_filter,
+    resolve_sampling,
+    sample_next,
+    step_distributions,
+    top_k_filter,
+    top_p_filter,
+)
+from tinytrans.generate.serving import (
+    LATENCY_BUDGET_MS,
+    RSS_BUDGET_MB,
+    ContinuousBatcher,
+    check_budget,
+    latency_profile,
+    peak_rss_mb,
+)
+from tinytrans.generate.speculative import SpeculativeResult, speculative_generate
+
+__all__ = [
+    "GREEDY",
+    "LATENCY_BUDGET_MS",
+    "RSS_BUDGET_MB",
+    "Beam",
+    "BeamCandidate",
+    "BeamSearchTree",
+    "ContinuousBatcher",
+    "DistributionStage",
+    "SamplingConfig",
+    "SpeculativeResult",
+    "StepDistributions",
+    "apply_repetition_penalty",
+    "apply_temperature",
+    "beam_search",
+    "check_budget",
+    "encode_prompt",
+    "filter_logits",
+    "filter_stages",
+    "generate",
+    "generate_batch",
+    "generate_tokens",
+    "latency_profile",
+    "make_generator",
+    "min_p_filter",
+    "peak_rss_mb",
+    "quantize_int8",
+    "resolve_sampling",
+    "sample_next",
+    "speculative_generate",
+    "state_dict_bytes",
+    "step_distributions",
+    "stream_generate",
+    "top_k_filter",
+    "top_p_filter",
+]
