@@ -754,3 +754,61 @@ def test_a_tiny_temperature_is_greedy_not_nan():
     cold = G.apply_temperature(logits, 1e-40)
     assert torch.equal(cold.softmax(-1), torch.tensor([0.0, 1.0, 0.0]))
     assert torch.allclose(G.apply_temperature(logits, 0.5), logits / 0.5)  # unchanged otherwise
+
+
+# ------------------------------------------------------------ history filters (section 4.3)
+
+
+def test_frequency_and_presence_penalties_subtract_counts_and_presence():
+    apply_frequency_presence_penalty = G.apply_frequency_presence_penalty
+
+    logits = torch.zeros(2, 5)
+    out = apply_frequency_presence_penalty(logits, [[1, 1, 3], [4]], 0.5, 2.0)
+    assert out[0].tolist() == [0.0, -3.0, 0.0, -2.5, 0.0]
+    assert out[1].tolist() == [0.0, 0.0, 0.0, 0.0, -2.5]
+    assert apply_frequency_presence_penalty(logits, [[1], [2]], 0, 0) is logits
+
+
+def test_no_repeat_ngram_bans_exactly_the_completions():
+    no_repeat_ngram_filter = G.no_repeat_ngram_filter
+
+    logits = torch.zeros(1, 6)
+    # history 1 2 3 1 2: the trigrams starting "1 2" were completed by 3 -> 3 is banned
+    out = no_repeat_ngram_filter(logits, [1, 2, 3, 1, 2], 3)
+    assert torch.isinf(out[0, 3]) and torch.isfinite(out[0, [0, 1, 2, 4, 5]]).all()
+    # bigrams: after "2", 3 followed it once -> banned; unigram n=1 bans every seen token
+    assert torch.isinf(no_repeat_ngram_filter(logits, [2, 3, 2], 2)[0, 3])
+    assert torch.isinf(no_repeat_ngram_filter(logits, [0, 4], 1)[0, [0, 4]]).all()
+    # when every token is banned the row is left alone (something must stay sampleable)
+    tiny = torch.zeros(1, 2)
+    assert torch.equal(no_repeat_ngram_filter(tiny, [0, 1], 1), tiny)
+
+
+def test_greedy_with_no_repeat_ngram_never_repeats_a_trigram(rope_model):
+    plain = greedy(rope_model, [1, 2, 3], 28)
+    ids = greedy(rope_model, [1, 2, 3], 28, no_repeat_ngram_size=3)
+    plain_trigrams = [tuple(plain[i : i + 3]) for i in range(len(plain) - 2)]
+    assert len(plain_trigrams) > len(set(plain_trigrams)), "the plain greedy run should loop"
+    trigrams = [tuple(ids[i : i + 3]) for i in range(len(ids) - 2)]
+    assert len(trigrams) == len(set(trigrams))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("frequency_penalty", float("nan"), "frequency_penalty must be finite"),
+        ("presence_penalty", "1", "presence_penalty must be a number"),
+        ("no_repeat_ngram_size", -1, "no_repeat_ngram_size must be an integer >= 0"),
+        ("no_repeat_ngram_size", 2.0, "no_repeat_ngram_size must be an integer >= 0"),
+    ],
+)
+def test_history_filter_settings_are_validated(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**{field: value})
+
+
+def test_uses_history_names_the_filters_that_read_past_tokens():
+    assert not SamplingConfig().uses_history
+    assert SamplingConfig(repetition_penalty=1.3).uses_history
+    assert SamplingConfig(presence_penalty=0.5).uses_history
+    assert SamplingConfig(no_repeat_ngram_size=2).uses_history

@@ -77,6 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repetition-penalty", type=float, default=1.0, help="CTRL penalty (default: 1 = off)"
     )
     parser.add_argument(
+        "--frequency-penalty",
+        type=float,
+        default=0.0,
+        help="subtract this times a token's count so far (default: 0 = off)",
+    )
+    parser.add_argument(
+        "--presence-penalty",
+        type=float,
+        default=0.0,
+        help="subtract this once from every token seen so far (default: 0 = off)",
+    )
+    parser.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="never repeat an n-gram of this size (default: 0 = off)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=None, help="seed for reproducible sampling (default: random)"
     )
     parser.add_argument(
@@ -145,6 +163,9 @@ def generate_to_stream(model: Any, tokenizer: Any, args: argparse.Namespace, str
         top_p=args.top_p,
         min_p=args.min_p,
         repetition_penalty=args.repetition_penalty,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         seed=args.seed,
         use_cache=not args.no_cache,
     )

@@ -115,7 +115,7 @@ def generate_tokens(
         raise ValueError(f"vocab_limit must be None or >= 1, got {vocab_limit!r}.")
     with eval_mode(model):
         window = _Window(model, use_cache, crop_keep)
-        penalise = config.repetition_penalty != 1.0
+        penalise = config.uses_history
         for _ in range(max_new_tokens):
             logits = window.next_logits(seq)  # (V,)
             if vocab_limit is not None and vocab_limit < logits.shape[-1]:
@@ -308,7 +308,7 @@ def _batch_loop(
     outputs: list[list[int]] = [[] for _ in range(B)]
     history = [list(p) for p in prompts]
     done = [max_new_tokens == 0] * B
-    penalise = config.repetition_penalty != 1.0
+    penalise = config.uses_history
     for step in range(max_new_tokens):
         tokens = sample_next(logits[:, -1], config, rng, history if penalise else None)  # (B,)
         for row, token in enumerate(tokens.tolist()):

@@ -9,7 +9,8 @@ Decisions (documented once, used everywhere):
 
 * ``temperature == 0`` means greedy decoding (argmax, no random numbers drawn);
   ``temperature < 0`` is a ``ValueError``. Filters after a zero temperature are no-ops.
-* Filter order: repetition penalty -> temperature -> top-k -> top-p -> min-p. Each filter
+* Filter order: the history filters (repetition penalty, frequency and presence penalties,
+  no-repeat n-grams) -> temperature -> top-k -> top-p -> min-p. Each filter
   sets removed logits to ``-inf`` and always keeps at least the most likely token, so a
   step never needs a check (and a device-to-host sync) that something is left to sample.
 * Sampling is given one way, a :class:`SamplingConfig`. The decoding functions also accept
@@ -37,12 +38,14 @@ __all__ = [
     "DistributionStage",
     "SamplingConfig",
     "StepDistributions",
+    "apply_frequency_presence_penalty",
     "apply_repetition_penalty",
     "apply_temperature",
     "filter_logits",
     "filter_stages",
     "make_generator",
     "min_p_filter",
+    "no_repeat_ngram_filter",
     "resolve_sampling",
     "sample_next",
     "step_distributions",
@@ -59,7 +62,8 @@ class SamplingConfig:
     """How to turn one step's logits into a token (section 4.3).
 
     ``temperature == 0`` is greedy (argmax); ``top_k``/``top_p``/``min_p`` are off when
-    ``None``; ``repetition_penalty == 1`` is off. Validated on construction.
+    ``None``; ``repetition_penalty == 1``, ``frequency_penalty == presence_penalty == 0`` and
+    ``no_repeat_ngram_size == 0`` are off. Validated on construction.
     """
 
     temperature: float = 1.0
@@ -67,6 +71,9 @@ class SamplingConfig:
     top_p: float | None = None
     min_p: float | None = None
     repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -84,6 +91,25 @@ class SamplingConfig:
             raise ValueError(
                 f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}."
             )
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number (0 = off), got {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite (0 = off), got {value!r}.")
+        n = self.no_repeat_ngram_size
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {n!r}.")
+
+    @property
+    def uses_history(self) -> bool:
+        """True when a filter looks at the tokens generated so far (section 4.3)."""
+        return (
+            self.repetition_penalty != 1.0
+            or self.frequency_penalty != 0
+            or self.presence_penalty != 0
+            or self.no_repeat_ngram_size > 0
+        )
 
     @property
     def greedy(self) -> bool:
@@ -198,9 +224,8 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
-def _seen_mask(logits: torch.Tensor, previous_ids: PreviousIds) -> torch.Tensor:
-    """Boolean mask shaped like ``logits``: True for tokens already in ``previous_ids``."""
-    seen = torch.zeros_like(logits, dtype=torch.bool)
+def _rows(logits: torch.Tensor, previous_ids: PreviousIds) -> list[list[int]]:
+    """``previous_ids`` as one id list per row of ``logits`` (flattened to (rows, V))."""
     rows = logits.reshape(-1, logits.shape[-1]).shape[0]
     if isinstance(previous_ids, torch.Tensor):
         prev = previous_ids.reshape(rows, -1) if previous_ids.numel() else None
@@ -211,7 +236,17 @@ def _seen_mask(logits: torch.Tensor, previous_ids: PreviousIds) -> torch.Tensor:
         per_row = [list(previous_ids)]  # one flat id list
     if len(per_row) != rows:
         raise ValueError(f"previous_ids has {len(per_row)} rows but logits have {rows}.")
-    flat = seen.view(rows, -1)
+    return per_row
+
+
+Filter = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _seen_mask(logits: torch.Tensor, previous_ids: PreviousIds) -> torch.Tensor:
+    """Boolean mask shaped like ``logits``: True for tokens already in ``previous_ids``."""
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    per_row = _rows(logits, previous_ids)
+    flat = seen.view(len(per_row), -1)
     for r, ids in enumerate(per_row):
         if ids:
             flat[r, torch.as_tensor(ids, dtype=torch.long, device=logits.device)] = True
@@ -236,17 +271,78 @@ def apply_repetition_penalty(
     return torch.where(seen, penalised, logits)
 
 
-Filter = Callable[[torch.Tensor], torch.Tensor]
+def apply_frequency_presence_penalty(
+    logits: torch.Tensor, previous_ids: PreviousIds, frequency: float, presence: float
+) -> torch.Tensor:
+    """OpenAI-style penalties (section 4.3): subtract ``frequency`` times how often a token
+    already occurred, plus ``presence`` once if it occurred at all. Unlike the repetition
+    penalty they act additively, so a token's logit falls with every repeat."""
+    if frequency == 0 and presence == 0:
+        return logits
+    per_row = _rows(logits, previous_ids)
+    vocab = logits.shape[-1]
+    counts = torch.zeros(len(per_row), vocab, dtype=logits.dtype, device=logits.device)
+    for r, ids in enumerate(per_row):
+        if ids:
+            index = torch.as_tensor(ids, dtype=torch.long, device=logits.device)
+            counts[r].index_add_(
+                0, index, torch.ones(len(ids), dtype=logits.dtype, device=logits.device)
+            )
+    counts = counts.view(logits.shape)
+    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
+
+
+def no_repeat_ngram_filter(logits: torch.Tensor, previous_ids: PreviousIds, n: int) -> torch.Tensor:
+    """Forbid every token that would complete an ``n``-gram already in ``previous_ids``
+    (section 4.3; Hugging Face's ``no_repeat_ngram_size``). The most likely allowed token
+    always survives: when every token is banned, the row is left as it was."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0, got {n!r}.")
+    if n == 0:
+        return logits
+    per_row = _rows(logits, previous_ids)
+    banned = torch.zeros(len(per_row), logits.shape[-1], dtype=torch.bool, device=logits.device)
+    for r, ids in enumerate(per_row):
+        if len(ids) < n:
+            continue
+        prefix = tuple(ids[len(ids) - n + 1 :])  # the n - 1 newest tokens
+        completions = [
+            ids[i + n - 1] for i in range(len(ids) - n + 1) if tuple(ids[i : i + n - 1]) == prefix
+        ]
+        if completions:
+            banned[r, torch.as_tensor(completions, dtype=torch.long, device=logits.device)] = True
+    banned = banned.view(logits.shape)
+    everything = banned.all(-1, keepdim=True)
+    return logits.masked_fill(banned & ~everything, float("-inf"))
+
+
+def _history_steps(
+    config: SamplingConfig, previous_ids: PreviousIds | None
+) -> list[tuple[str, Filter]]:
+    """The enabled filters that read the tokens so far, in their fixed order."""
+    if previous_ids is None:
+        return []
+    prev, steps = previous_ids, []
+    if (penalty := config.repetition_penalty) != 1.0:
+        steps.append(("repetition penalty", lambda x: apply_repetition_penalty(x, prev, penalty)))
+    if config.frequency_penalty != 0 or config.presence_penalty != 0:
+        f, p = config.frequency_penalty, config.presence_penalty
+        steps.append(
+            (
+                "frequency/presence penalty",
+                lambda x: apply_frequency_presence_penalty(x, prev, f, p),
+            )
+        )
+    if (n := config.no_repeat_ngram_size) > 0:
+        steps.append(("no-repeat n-gram", lambda x: no_repeat_ngram_filter(x, prev, n)))
+    return steps
 
 
 def _pipeline(
     config: SamplingConfig, previous_ids: PreviousIds | None = None
 ) -> list[tuple[str, Filter]]:
     """The enabled filters of ``config`` in their fixed order, as (name, logits -> logits)."""
-    steps: list[tuple[str, Filter]] = []
-    if config.repetition_penalty != 1.0 and previous_ids is not None:
-        prev, penalty = previous_ids, config.repetition_penalty
-        steps.append(("repetition penalty", lambda x: apply_repetition_penalty(x, prev, penalty)))
+    steps = _history_steps(config, previous_ids)
     steps.append(("temperature", lambda x: apply_temperature(x, config.temperature)))
     if config.greedy:
         return steps  # only the argmax is left; nothing else can change the choice
@@ -281,8 +377,8 @@ def sample_next(
     something to sample and no per-token check (a host sync) is needed.
     """
     if config.greedy:  # same result as filtering, minus a few small tensor ops per token
-        if config.repetition_penalty != 1.0 and previous_ids is not None:
-            logits = apply_repetition_penalty(logits, previous_ids, config.repetition_penalty)
+        for _, step in _history_steps(config, previous_ids):
+            logits = step(logits)
         return logits.argmax(-1)
     probs = filter_logits(logits, config, previous_ids).softmax(-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

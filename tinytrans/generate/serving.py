@@ -148,7 +148,7 @@ class ContinuousBatcher:
         return events
 
     def _sample(self, logits: torch.Tensor, histories: list[list[int]]) -> list[int]:
-        penalise = self.config.repetition_penalty != 1.0
+        penalise = self.config.uses_history
         return sample_next(logits, self.config, self.rng, histories if penalise else None).tolist()
 
     def _accept(self, row: int, slot: _Slot, token: int) -> list[tuple[int, int]]:
