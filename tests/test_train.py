@@ -154,7 +154,7 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
 
 def test_auto_precision_on_cpu_is_fp32():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16-mixed"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("half", torch.device("cpu"))
 
@@ -253,7 +253,7 @@ def test_gradient_checkpointing_gives_the_same_losses():
 
 def test_bf16_autocast_on_cpu_trains():
     trainer = run(quiet(max_steps=3, precision="bf16"))
-    assert trainer.precision == "bf16" and all(math.isfinite(v) for v in trainer.train_losses)
+    assert trainer.precision == "bf16-mixed" and all(math.isfinite(v) for v in trainer.train_losses)
 
 
 # ------------------------------------------------------------------ exact resume

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tinytrans.checkpoint import load_checkpoint
 from tinytrans.model import ModelConfig, TinyTransformer
 
 __all__ = ["PRETRAINED_DIR", "available", "card", "checkpoint_path", "load_pretrained"]
@@ -49,7 +50,7 @@ def card(name: str = DEFAULT) -> dict[str, Any]:
 
 
 def checkpoint_path(name: str = DEFAULT) -> Path:
-    """Path of the shipped checkpoint (loadable with :func:`tinytrans.train.load_checkpoint`)."""
+    """Path of the shipped checkpoint (loadable with :func:`tinytrans.checkpoint.load_checkpoint`)."""
     return _file(name, ".pt")
 
 
@@ -58,7 +59,6 @@ def load_pretrained(
 ) -> tuple[TinyTransformer, Any]:
     """``(model, tokenizer)`` of a shipped model; the model is in eval mode, weights in fp32."""
     from tinytrans.tokenizers import load
-    from tinytrans.train import load_checkpoint
 
     model, embedded_tokenizer, _ = load_checkpoint(checkpoint_path(name), map_location)
     expected = card(name)["model_config"]
