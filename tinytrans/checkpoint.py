@@ -253,7 +253,8 @@ def save_model(
     return save_state(state, path)
 
 
-def _quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
+def _quantized_linears(model: nn.Module) -> dict[str, Any]:
+    """The quantized Linear modules (typed ``Any``: their ``weight()`` is a method)."""
     return {
         name: module
         for name, module in model.named_modules()
@@ -317,9 +318,7 @@ def _dequantized_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 #: Parts of a checkpoint that :func:`load_checkpoint` leaves out of ``info``.
-_NOT_INFO = frozenset(
-    {"model", "optimizer", "scaler", "rng", "data", "tokenizer", "int8_weights"}
-)
+_NOT_INFO = frozenset({"model", "optimizer", "scaler", "rng", "data", "tokenizer", "int8_weights"})
 
 
 def load_checkpoint(

@@ -82,7 +82,8 @@ def cuda_problem(index: int = 0) -> str | None:
     P100, capability 6.0, has none in recent CUDA builds: ``is_available()`` is True and the first
     operation fails), then that a tiny operation really runs there."""
     try:
-        capability = tuple(torch.cuda.get_device_capability(index))
+        major, minor = torch.cuda.get_device_capability(index)
+        capability = (int(major), int(minor))
         name = torch.cuda.get_device_name(index)
         arch_list = list(torch.cuda.get_arch_list())
     except Exception as exc:  # a broken driver or runtime: report it, never crash a chapter

@@ -223,7 +223,8 @@ class ConsoleLog(Callback):
         self._stopped = False
         reason = trainer.stop_reason
         if reason == "interrupted":
-            where = f" to {trainer.out_dir / 'last.pt'}" if trainer.saves else ""
+            out = trainer.out_dir
+            where = f" to {out / 'last.pt'}" if trainer.saves and out is not None else ""
             log(f"interrupted ({trainer.interrupt_signal}) at step {trainer.step}; "
                 f"saved the last checkpoint{where}")  # fmt: skip
         elif reason == "diverged":
@@ -337,5 +338,3 @@ def sample_text(
             )
         out = generate(model, tokenizer, prompt, max_new_tokens, temperature=temperature, seed=seed)
         return prompt + (out if isinstance(out, str) else tokenizer.decode(out))
-
-

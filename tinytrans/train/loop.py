@@ -84,7 +84,9 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     embedding_ids = {
         id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
     }
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
             continue
@@ -422,7 +424,7 @@ class Trainer:
         ]  # fmt: skip
         code = next((i + 1 for i, reason in enumerate(reasons) if reason), 0)
         if self.dist.enabled:  # rank 0 decides (and names the reason) for every rank
-            shared = [code, reasons[code - 1] if code else None]
+            shared: list[Any] = [code, reasons[code - 1] if code else None]
             dist.broadcast_object_list(shared, src=0)
             code, self.stop_reason = shared[0], shared[1]
         elif code:
@@ -744,7 +746,9 @@ class Trainer:
             for name in ("exp_avg", "exp_avg_sq"):
                 value = entry.get(name)
                 if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[index]:
-                    raise damaged(path, f"optimizer {name} of parameter {index} has the wrong shape")
+                    raise damaged(
+                        path, f"optimizer {name} of parameter {index} has the wrong shape"
+                    )
         check = getattr(self.datamodule, "check_state_dict", None)
         if callable(check):
             check(state["data"])

@@ -22,14 +22,10 @@ from tinytrans.checkpoint import damaged
 
 __all__ = ["COMPONENTS", "TrainState", "capture_rng", "restore_rng"]
 
-_OPTIONAL_INT = (int, type(None))
 
-
-def _field(default: Any = dataclasses.MISSING, types: tuple[type, ...] = (), **kw: Any) -> Any:
-    """A dataclass field that records the types a checkpoint may hold for it."""
-    if default is not dataclasses.MISSING:
-        kw["default"] = default
-    return field(metadata={"types": types}, **kw)
+def _types(*types: type) -> dict[str, tuple[type, ...]]:
+    """Field metadata: the types a checkpoint may hold for the field."""
+    return {"types": types}
 
 
 #: Objects whose ``state_dict`` a training checkpoint holds beside :class:`TrainState`.
@@ -45,18 +41,18 @@ COMPONENTS: dict[str, tuple[type, ...]] = {
 class TrainState:
     """A run's progress: every number and list a checkpoint restores (section 3.7)."""
 
-    run_id: str = _field(types=(str,))
-    step: int = _field(0, (int,))
-    tokens_seen: int = _field(0, (int,))
-    tokens_per_step: int | None = _field(None, _OPTIONAL_INT)
-    horizon: int | None = _field(None, _OPTIONAL_INT)
-    horizon_fixed: bool = _field(True, (bool,))
-    train_time: float = _field(0.0, (int, float))
-    history: list[dict[str, Any]] = _field(types=(list,), default_factory=list)
-    train_losses: list[float] = _field(types=(list,), default_factory=list)
-    best_val_loss: float = _field(math.inf, (int, float))
-    best_step: int | None = _field(None, _OPTIONAL_INT)
-    evals_without_improvement: int = _field(0, (int,))
+    run_id: str = field(metadata=_types(str))
+    step: int = field(default=0, metadata=_types(int))
+    tokens_seen: int = field(default=0, metadata=_types(int))
+    tokens_per_step: int | None = field(default=None, metadata=_types(int, type(None)))
+    horizon: int | None = field(default=None, metadata=_types(int, type(None)))
+    horizon_fixed: bool = field(default=True, metadata=_types(bool))
+    train_time: float = field(default=0.0, metadata=_types(int, float))
+    history: list[dict[str, Any]] = field(default_factory=list, metadata=_types(list))
+    train_losses: list[float] = field(default_factory=list, metadata=_types(list))
+    best_val_loss: float = field(default=math.inf, metadata=_types(int, float))
+    best_step: int | None = field(default=None, metadata=_types(int, type(None)))
+    evals_without_improvement: int = field(default=0, metadata=_types(int))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data (``weights_only``-loadable), keyed as in a checkpoint."""
@@ -90,7 +86,9 @@ class TrainState:
             raise damaged(path, "train_losses holds something other than numbers")
         if len(losses) != state["step"]:
             raise damaged(path, f"{len(losses)} losses for {state['step']} steps")
-        if not all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in state["history"]):
+        if not all(
+            isinstance(e, dict) and isinstance(e.get("step"), int) for e in state["history"]
+        ):
             raise damaged(path, "history entries without a step")
         _check_components(state, path)
 
@@ -116,7 +114,8 @@ def capture_rng() -> dict[str, Any]:
     """Every random-number state as tensors and plain numbers (``weights_only``-safe)
     (section 3.7)."""
     version, py_state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy: tuple[str, np.ndarray, int, int, float] = np.random.get_state(legacy=True)  # type: ignore[assignment]  # numpy types the legacy form as dict | tuple
+    kind, keys, pos, has_gauss, cached = legacy
     return {
         "torch": torch.get_rng_state(),
         "python": {"version": version, "state": torch.tensor(py_state), "gauss": gauss},
