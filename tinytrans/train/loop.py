@@ -423,11 +423,15 @@ class Trainer:
             "paused" if pause_after is not None and now - fit_started >= pause_after else None,
         ]  # fmt: skip
         code = next((i + 1 for i, reason in enumerate(reasons) if reason), 0)
-        if self.dist.enabled:  # rank 0 decides (and names the reason) for every rank
-            shared: list[Any] = [code, reasons[code - 1] if code else None]
-            dist.broadcast_object_list(shared, src=0)
-            code, self.stop_reason = shared[0], shared[1]
-        elif code:
+        if self.dist.enabled:  # rank 0 decides for every rank (one small tensor a step)
+            flag = torch.tensor([code], device=self.device)
+            dist.broadcast(flag, src=0)
+            code = int(flag)
+            if code:  # a callback's reason may be rank 0's alone: share its name once
+                shared: list[Any] = [reasons[code - 1]]
+                dist.broadcast_object_list(shared, src=0)
+                reasons[code - 1] = shared[0]
+        if code:
             self.stop_reason = reasons[code - 1]
         return code > 0
 
