@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from tinytrans import __version__
-from tinytrans.data import DataModule, load_corpus
 from tinytrans.checkpoint import load_checkpoint, save_model
+from tinytrans.data import DataModule, load_corpus
 from tinytrans.env import seed_everything
 from tinytrans.evaluate import estimate_loss
 from tinytrans.files import atomic_write_json
