@@ -369,9 +369,9 @@ class Trainer:
         self.clock.start()
         fit_started = self.clock.total
         try:
-            self._dispatch("on_fit_start")
             with self._interrupts:
                 try:
+                    self._dispatch("on_fit_start")
                     if self._eval_due():
                         self._run_eval()
                     while not self._should_stop(fit_started, pause_after):
