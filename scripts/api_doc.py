@@ -27,6 +27,7 @@ SECTIONS = (
     ("tinytrans.tokenizers", "(chapter 2)"),
     ("tinytrans.data", "(chapter 2)"),
     ("tinytrans.train", "(chapter 3)"),
+    ("tinytrans.checkpoint", "(chapter 3)"),
     ("tinytrans.evaluate", "(chapter 3)"),
     ("tinytrans.pretrained", "(chapters 3 and 4)"),
     ("tinytrans.generate", "(chapter 4)"),

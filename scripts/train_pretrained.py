@@ -27,19 +27,14 @@ from typing import Any
 import torch
 
 from tinytrans import __version__
+from tinytrans.checkpoint import load_checkpoint, save_model
 from tinytrans.data import DataModule, load_corpus
+from tinytrans.env import seed_everything
 from tinytrans.evaluate import estimate_loss
+from tinytrans.files import atomic_write_json
 from tinytrans.model import build_model
 from tinytrans.tokenizers import CharTokenizer
-from tinytrans.train import (
-    TrainConfig,
-    Trainer,
-    _atomic_write_json,
-    load_checkpoint,
-    sample_text,
-    save_model,
-    seed_everything,
-)
+from tinytrans.train import TrainConfig, Trainer, sample_text
 
 NAME = "shakespeare-char"
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +148,7 @@ def export(trainer: Trainer, args: argparse.Namespace, seconds: float) -> dict[s
         "threads": torch.get_num_threads(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write_json(card, out / f"{NAME}.json")
+    atomic_write_json(out / f"{NAME}.json", card)
     return card
 
 

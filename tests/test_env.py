@@ -159,10 +159,10 @@ def test_explicit_mps_and_unknown_requests_are_checked(monkeypatch):
 @pytest.mark.parametrize(
     ("capability", "native", "expected"),
     [
-        ((7, 5), False, "fp16"),
-        ((8, 0), True, "bf16"),
-        ((9, 0), True, "bf16"),
-        ((6, 0), False, "fp16"),
+        ((7, 5), False, "fp16-mixed"),
+        ((8, 0), True, "bf16-mixed"),
+        ((9, 0), True, "bf16-mixed"),
+        ((6, 0), False, "fp16-mixed"),
     ],
 )
 def test_auto_precision_uses_bf16_only_where_it_is_native(gpu, capability, native, expected):
@@ -176,15 +176,16 @@ def test_auto_precision_uses_bf16_only_where_it_is_native(gpu, capability, nativ
 def test_auto_precision_without_the_emulation_argument_reads_the_capability(gpu, monkeypatch):
     gpu((7, 5))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # an older torch
-    assert env.auto_precision("cuda") == "fp16"
+    assert env.auto_precision("cuda") == "fp16-mixed"
     gpu((8, 9))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert env.auto_precision("cuda") == "bf16"
+    assert env.auto_precision("cuda") == "bf16-mixed"
 
 
 def test_auto_precision_off_cuda():
     assert env.auto_precision("cpu") == "fp32"
-    assert env.auto_precision("cpu", cpu="bf16") == "bf16"
+    assert env.auto_precision("cpu", cpu="bf16-mixed") == "bf16-mixed"
+    assert env.auto_precision("cpu", cpu="bf16") == "bf16-mixed"  # an older name, canonicalised
     assert env.auto_precision("mps") == "fp32"
 
 
@@ -192,11 +193,18 @@ def test_the_trainer_resolves_auto_precision_through_env(gpu):
     from tinytrans.train import CPU_AUTO_PRECISION, resolve_precision
 
     gpu((7, 5), bf16_native=False)
-    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16-mixed"
     gpu((8, 0))
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16-mixed"
     assert resolve_precision("auto", torch.device("cpu")) == CPU_AUTO_PRECISION
-    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16-mixed"
+    assert resolve_precision("fp16-mixed", torch.device("cuda")) == "fp16-mixed"
+
+
+def test_train_reexports_the_one_seed_everything():
+    import tinytrans.train
+
+    assert tinytrans.train.seed_everything is env.seed_everything
 
 
 def test_seed_everything_repeats_all_generators():

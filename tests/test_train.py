@@ -154,7 +154,7 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
 
 def test_auto_precision_on_cpu_is_fp32():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16-mixed"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("half", torch.device("cpu"))
 
@@ -253,7 +253,7 @@ def test_gradient_checkpointing_gives_the_same_losses():
 
 def test_bf16_autocast_on_cpu_trains():
     trainer = run(quiet(max_steps=3, precision="bf16"))
-    assert trainer.precision == "bf16" and all(math.isfinite(v) for v in trainer.train_losses)
+    assert trainer.precision == "bf16-mixed" and all(math.isfinite(v) for v in trainer.train_losses)
 
 
 # ------------------------------------------------------------------ exact resume
@@ -497,3 +497,193 @@ def test_samples_never_contain_ids_beyond_the_tokenizer_vocabulary():
     trainer = Trainer(model, data, quiet(max_steps=1, sample_prompts=("KING:",), sample_tokens=20))
     trainer.fit()
     assert trainer.samples and all(isinstance(s["text"], str) for s in trainer.samples)
+
+
+# ------------------------------------------------------------------ the package's structure
+
+
+def test_train_state_round_trips_through_a_checkpoint(tmp_path):
+    from tinytrans.train import TrainState
+
+    trainer = run(quiet(max_steps=5, out_dir=str(tmp_path)))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    back = TrainState.from_dict(state)
+    assert back == trainer.state
+    assert back.step == 5 and len(back.train_losses) == 5
+    assert TrainState.from_dict(back.to_dict() | {k: state[k] for k in ("optimizer", "scaler",
+                                "rng", "data")}) == back  # fmt: skip
+    # every restored key is a TrainState field or a component, written once
+    from tinytrans.train.state import COMPONENTS
+
+    restored = set(back.to_dict()) | set(COMPONENTS)
+    common = {"format", "version", "kind", "model", "model_config", "train_config", "tokenizer"}
+    assert set(state) == restored | common
+
+
+def test_train_state_names_the_damaged_field():
+    from tinytrans.train import TrainState
+
+    with pytest.raises(ValueError, match="'best_step'"):
+        TrainState.check({**TrainState(run_id="r").to_dict(), "best_step": "x"}, "f.pt")
+
+
+def test_building_a_trainer_has_no_global_side_effects():
+    import random
+
+    import numpy as np
+    import torch.distributed as dist
+
+    data = tiny_data()
+    model = tiny_model(data.vocab_size)
+    torch.manual_seed(123)
+    random.seed(4)
+    np.random.seed(5)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    trainer = Trainer(model, data, quiet(seed=99))
+    after = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    assert torch.equal(before[0], after[0]) and before[1] == after[1]
+    assert (before[2] == after[2]).all()
+    assert not dist.is_initialized()
+    assert data._train_tokens is None  # the data is prepared by setup(), when fit starts
+    trainer.fit()
+    assert trainer.step == 12
+
+
+def test_seeding_moved_to_fit_keeps_results_identical():
+    """Whatever happens to the global RNG between Trainer() and fit(), the run is the same."""
+    first = run(quiet(max_steps=4))
+    data = tiny_data()
+    trainer = Trainer(tiny_model(data.vocab_size), data, quiet(max_steps=4))
+    torch.rand(1000)  # disturbs the global generator after construction
+    trainer.fit()
+    assert torch.equal(torch.tensor(first.train_losses), torch.tensor(trainer.train_losses))
+
+
+class Recorder:
+    """Records every hook call (a duck-typed callback: no base class needed)."""
+
+    def __init__(self, log: list, name: str, stop_at: int | None = None) -> None:
+        self.log, self.name, self.stop_at = log, name, stop_at
+
+    def on_fit_start(self, trainer):
+        self.log.append((self.name, "fit_start", trainer.step))
+
+    def on_step(self, trainer, record):
+        self.log.append((self.name, "step", record["step"]))
+
+    def on_eval(self, trainer, record):
+        self.log.append((self.name, "eval", record["step"]))
+
+    def stop_reason(self, trainer):
+        return "enough" if self.stop_at is not None and trainer.step >= self.stop_at else None
+
+    def on_stop(self, trainer):
+        self.log.append((self.name, "stop", trainer.stop_reason))
+
+    def on_fit_end(self, trainer):
+        self.log.append((self.name, "fit_end", trainer.step))
+
+
+def test_callbacks_run_in_order_with_every_hook():
+    log: list = []
+    trainer = run(quiet(max_steps=8), callbacks=[Recorder(log, "a"), Recorder(log, "b")])
+    assert [e for e in log if e[0] == "a"] == [
+        ("a", "fit_start", 0), ("a", "eval", 0),
+        *[("a", "step", s) for s in (1, 2, 3, 4)], ("a", "eval", 4),
+        *[("a", "step", s) for s in (5, 6, 7, 8)], ("a", "eval", 8),
+        ("a", "stop", "max_steps"), ("a", "fit_end", 8),
+    ]  # fmt: skip
+    assert [e[1:] for e in log[::2]] == [e[1:] for e in log[1::2]]  # a, then b, every time
+    assert [e[0] for e in log[:2]] == ["a", "b"]
+    assert trainer.stop_reason == "max_steps"
+
+
+def test_a_callback_can_stop_the_run_and_builtins_come_first():
+    from tinytrans.train import EarlyStopping, ProgressBar, TimeBudget
+
+    log: list = []
+    config = quiet(max_steps=50, progress=True, max_time=60.0, early_stopping_patience=3)
+    data = tiny_data()
+    recorder = Recorder(log, "r", stop_at=6)
+    trainer = Trainer(tiny_model(data.vocab_size), data, config, callbacks=[recorder])
+    kinds = [type(c) for c in trainer.callbacks]
+    assert kinds[:3] == [TimeBudget, EarlyStopping, ProgressBar] and kinds[-1] is Recorder
+    trainer.fit()
+    assert trainer.stop_reason == "enough" and trainer.step == 6
+    assert ("r", "stop", "enough") in log
+
+
+def test_the_log_line_shows_the_recent_mean_training_loss(capsys):
+    import re
+    import statistics
+
+    trainer = run(quiet(max_steps=8, log=True))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines[0].startswith("step 0: val loss")
+    for line, start in zip(lines[1:], (0, 4), strict=True):
+        match = re.match(r"step (\d+): train loss ([\d.]+) \(mean of the last 4 steps\), val", line)
+        assert match, line
+        recent = statistics.fmean(trainer.train_losses[start : start + 4])
+        assert float(match[2]) == pytest.approx(recent, abs=1e-4)
+        assert int(match[1]) == start + 4
+
+
+def test_precision_names_are_canonical_and_old_configs_still_resume(tmp_path):
+    assert TrainConfig(max_steps=1, precision="bf16").precision == "bf16-mixed"
+    assert TrainConfig(max_steps=1, precision="fp16").precision == "fp16-mixed"
+    with pytest.raises(ValueError, match="sizing only"):
+        TrainConfig(max_steps=1, precision="bf16-true")
+    config = quiet(max_steps=6, precision="bf16-mixed", out_dir=str(tmp_path / "a"))
+    full = run(config)
+
+    def stop_at_3(trainer, record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    run(config.replace(out_dir=str(tmp_path / "b")), callbacks=[Callback(on_step=stop_at_3)])
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    state["train_config"]["precision"] = "bf16"  # as runs before the canonical names saved it
+    torch.save(state, tmp_path / "old.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same precision under its old name: no warning
+        resumed = run(config.replace(out_dir=str(tmp_path / "c")), resume=tmp_path / "old.pt")
+    assert torch.equal(torch.tensor(resumed.train_losses), torch.tensor(full.train_losses))
+
+
+def test_loading_weights_does_not_import_the_training_loop():
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tinytrans.pretrained, tinytrans.checkpoint\n"
+        "assert 'tinytrans.train' not in sys.modules, sorted(sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import tinytrans.checkpoint
+
+    tree = ast.parse(Path(tinytrans.checkpoint.__file__).read_text(encoding="utf-8"))
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {m for m in imported if m and m.startswith(("torch.distributed", "tinytrans.train"))}
+
+
+def test_old_import_paths_still_work():
+    import tinytrans.checkpoint as checkpoint
+    import tinytrans.train as train
+    from tinytrans.files import AtomicWriteError, remove_stale_temporaries
+
+    assert train.load_checkpoint is checkpoint.load_checkpoint
+    assert train.save_model is checkpoint.save_model
+    assert issubclass(train.CheckpointWriteError, AtomicWriteError)
+    assert train.remove_stale_temporaries is remove_stale_temporaries
+    for name in ("sample_text", "seed_everything", "capture_rng", "restore_rng",
+                 "tokenizer_to_text", "tokenizer_from_text", "CPU_AUTO_PRECISION"):  # fmt: skip
+        assert hasattr(train, name), name

@@ -40,8 +40,8 @@ _API: dict[str, str] = {
     "TrainConfig": "tinytrans.train",
     "Trainer": "tinytrans.train",
     "Callback": "tinytrans.train",
-    "save_model": "tinytrans.train",
-    "load_checkpoint": "tinytrans.train",
+    "save_model": "tinytrans.checkpoint",
+    "load_checkpoint": "tinytrans.checkpoint",
     "finetune": "tinytrans.train",
     "estimate_loss": "tinytrans.evaluate",
     "load_pretrained": "tinytrans.pretrained",
@@ -59,6 +59,7 @@ _API: dict[str, str] = {
 
 #: The subpackages and modules, also reachable as attributes (``tinytrans.sizing``).
 _MODULES = (
+    "checkpoint",
     "cli",
     "data",
     "env",

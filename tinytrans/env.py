@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import torch
 
+from tinytrans.precision import canonical_precision
+
 __all__ = [
     "auto_precision",
     "bf16_is_native",
@@ -80,7 +82,8 @@ def cuda_problem(index: int = 0) -> str | None:
     P100, capability 6.0, has none in recent CUDA builds: ``is_available()`` is True and the first
     operation fails), then that a tiny operation really runs there."""
     try:
-        capability = tuple(torch.cuda.get_device_capability(index))
+        major, minor = torch.cuda.get_device_capability(index)
+        capability = (int(major), int(minor))
         name = torch.cuda.get_device_name(index)
         arch_list = list(torch.cuda.get_arch_list())
     except Exception as exc:  # a broken driver or runtime: report it, never crash a chapter
@@ -195,13 +198,15 @@ def bf16_is_native(device: torch.device | str | None = None) -> bool:
 
 
 def auto_precision(device: torch.device | str, cpu: str = "fp32") -> str:
-    """What ``precision="auto"`` means on ``device``: on CUDA, bf16 where it is native, else
-    fp16 (the trainer adds a GradScaler for it); ``cpu`` on the CPU (the trainer passes its
-    measured choice); fp32 on MPS and anything else."""
+    """What ``precision="auto"`` means on ``device``, as a canonical name of
+    :mod:`tinytrans.precision` (section 3.9): on CUDA, ``bf16-mixed`` where bf16 is native,
+    else ``fp16-mixed`` (the trainer adds a GradScaler for it); ``cpu`` on the CPU (the trainer
+    passes its measured choice; older names are canonicalised); ``fp32`` on MPS and anything
+    else."""
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if bf16_is_native(device) else "fp16"
-    return cpu if device.type == "cpu" else "fp32"
+        return "bf16-mixed" if bf16_is_native(device) else "fp16-mixed"
+    return canonical_precision(cpu) if device.type == "cpu" else "fp32"
 
 
 def seed_everything(seed: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tinytrans.checkpoint import load_checkpoint
 from tinytrans.model import ModelConfig, TinyTransformer
 
 __all__ = ["PRETRAINED_DIR", "available", "card", "checkpoint_path", "load_pretrained"]
@@ -24,7 +25,7 @@ DEFAULT = "shakespeare-char"
 
 
 def available() -> list[str]:
-    """Names of the shipped models (one ``<name>.json`` card each)."""
+    """Names of the shipped models (one ``<name>.json`` card each) (section 3.2)."""
     return sorted(
         p.stem for p in PRETRAINED_DIR.glob("*.json") if not p.stem.endswith(".tokenizer")
     )
@@ -44,21 +45,23 @@ def _file(name: str, suffix: str) -> Path:
 
 
 def card(name: str = DEFAULT) -> dict[str, Any]:
-    """The model card: training settings, data fingerprint, steps, time and validation loss."""
+    """The model card: training settings, data fingerprint, steps, time and validation loss
+    (section 3.2)."""
     return json.loads(_file(name, ".json").read_text(encoding="utf-8"))
 
 
 def checkpoint_path(name: str = DEFAULT) -> Path:
-    """Path of the shipped checkpoint (loadable with :func:`tinytrans.train.load_checkpoint`)."""
+    """Path of the shipped checkpoint, loadable with
+    :func:`tinytrans.checkpoint.load_checkpoint` (section 3.11)."""
     return _file(name, ".pt")
 
 
 def load_pretrained(
     name: str = DEFAULT, map_location: str | torch.device = "cpu"
 ) -> tuple[TinyTransformer, Any]:
-    """``(model, tokenizer)`` of a shipped model; the model is in eval mode, weights in fp32."""
+    """``(model, tokenizer)`` of a shipped model; the model is in eval mode, weights in fp32
+    (sections 3.2 and 3.11). Loads through :mod:`tinytrans.checkpoint`, not the training loop."""
     from tinytrans.tokenizers import load
-    from tinytrans.train import load_checkpoint
 
     model, embedded_tokenizer, _ = load_checkpoint(checkpoint_path(name), map_location)
     expected = card(name)["model_config"]

@@ -128,7 +128,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
             raise FileNotFoundError(f"checkpoint not found: {path}")
         if not path.is_file():
             raise ValueError(f"{path} is a folder; pass a checkpoint file such as {path}/best.pt")
-        from tinytrans.train import load_checkpoint
+        from tinytrans.checkpoint import load_checkpoint
 
         model, tokenizer, _ = load_checkpoint(path, map_location="cpu")
     else:
