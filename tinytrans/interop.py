@@ -536,7 +536,7 @@ def to_hf(
     transformers = _transformers()
     cls = getattr(transformers, HF_CLASSES[check_hf_compatible(model.config, architecture)])
     hf_model = cls(hf_config)
-    from tinytrans.train import _dequantized_state
+    from tinytrans.checkpoint import _dequantized_state
 
     # An int8 model (quantize_int8) exports its int8 weights dequantized to float.
     state = _dequantized_state(model) or model.state_dict()

@@ -540,7 +540,7 @@ OPTIMIZER_STATE_BYTES: dict[str, int] = {"adamw": 8, "sgd-momentum": 4, "sgd": 0
 
 
 def optimizer_state_bytes(model: ModelConfig | int, optimizer: str = "adamw") -> int:
-    """Bytes the optimizer keeps for ``model``'s parameters (section 5.4, "Training memory").
+    """Bytes the optimizer keeps for ``model``'s parameters (section 5.4, "Training memory: states and activations").
 
     ``optimizer`` is a key of :data:`OPTIMIZER_STATE_BYTES`; anything else is a ``ValueError``
     naming the choices.
@@ -554,7 +554,7 @@ def optimizer_state_bytes(model: ModelConfig | int, optimizer: str = "adamw") ->
 
 @dataclass(frozen=True)
 class TrainingMemory:
-    """Bytes of one training step, by kind (section 5.4, "Training memory")."""
+    """Bytes of one training step, by kind (section 5.4, "Training memory: states and activations")."""
 
     weights: int
     gradients: int

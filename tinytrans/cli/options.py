@@ -46,7 +46,7 @@ __all__ = [
     "train_config_class",
 ]
 
-#: Choices of the fields whose values come from a fixed list (section 1.2's switches and
+#: Choices of the fields whose values come from a fixed list (section 1.12's switches and
 #: section 3.9's precisions; the older precision names are accepted too).
 CHOICES: dict[str, tuple[str, ...]] = {
     "positional": model_config_module.POSITIONAL_CHOICES,
@@ -66,7 +66,7 @@ FLAG_NAMES: dict[str, tuple[str, ...]] = {
 #: Help for the fields whose source has no comment to show (or an outdated one); the comment
 #: next to a field is used otherwise.
 HELP: dict[str, str] = {
-    # ModelConfig (section 1.2)
+    # ModelConfig (section 1.12)
     "d_model": "width of the residual stream",
     "n_layers": "transformer blocks",
     "n_heads": "query heads per attention layer",

@@ -200,24 +200,6 @@ def _config_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return read_config_file(args.config, known)
 
 
-def _trainer_precision(name: str) -> str:
-    """``name`` in canonical form, spelled the way the installed ``TrainConfig`` accepts it.
-
-    Until the training package takes the canonical names it knows only the older ones
-    (``bf16``/``fp16``), which mean the same recipes."""
-    import importlib
-
-    from tinytrans.precision import LEGACY_NAMES
-
-    canonical = canonical_precision(name)
-    module = importlib.import_module(train_config_class().__module__)
-    accepted = getattr(module, "PRECISIONS", TRAINING_PRECISIONS)
-    if canonical in accepted:
-        return canonical
-    older = [old for old, new in LEGACY_NAMES.items() if new == canonical and old in accepted]
-    return older[0] if older else canonical
-
-
 def _train_values(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
     values = {**TRAIN_DEFAULTS, **file, **given(args, _train_fields())}
     if hasattr(args, "beta1") or hasattr(args, "beta2"):
@@ -228,7 +210,7 @@ def _train_values(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, A
     if not any(values.get(k) is not None for k in _BUDGET):
         values["max_steps"] = 1000
     if "precision" in values:
-        values["precision"] = _trainer_precision(values["precision"])
+        values["precision"] = canonical_precision(values["precision"])
     for key in ("betas", "sample_prompts"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
@@ -373,8 +355,8 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
         vocab_size=spec.data["vocab_size"],
         sha256=spec.data["corpus_sha256"],
     )
+    from tinytrans.env import seed_everything
     from tinytrans.model import build_model
-    from tinytrans.train import seed_everything
 
     seed_everything(config.seed)  # the initial weights depend on --seed, and only on it
     model = build_model(spec.model, vocab_size=data.vocab_size)
@@ -383,8 +365,8 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
 
 def _resumed(args: argparse.Namespace, path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Model, data, config and data options rebuilt from a training checkpoint."""
+    from tinytrans.checkpoint import load_checkpoint
     from tinytrans.data import DataModule
-    from tinytrans.train import load_checkpoint
 
     model, tokenizer, info = load_checkpoint(path)
     if info.get("kind") != "training":

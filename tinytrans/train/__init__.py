@@ -15,59 +15,47 @@ The package mirrors the chapter:
 
 Checkpoint files are read and written by :mod:`tinytrans.checkpoint` (re-exported here), which
 loads weights without the training loop.
+
+Names are imported on first use (PEP 562), so ``tinytrans.train.config`` (and with it
+``tinytrans train --help``) does not import torch.
 """
 
 from __future__ import annotations
 
-from tinytrans.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    CheckpointWriteError,
-    _dequantized_state,
-    check_model_config,
-    load_checkpoint,
-    save_model,
-    tokenizer_from_text,
-    tokenizer_to_text,
-)
-from tinytrans.env import seed_everything
-from tinytrans.evaluate import estimate_loss
-from tinytrans.files import remove_stale_temporaries
-from tinytrans.precision import TRAINING_PRECISIONS
-from tinytrans.train.callbacks import (
-    Callback,
-    ConsoleLog,
-    EarlyStopping,
-    MetricsFile,
-    ProgressBar,
-    Sampling,
-    TimeBudget,
-    default_callbacks,
-    sample_text,
-)
-from tinytrans.train.config import TRAJECTORY_FIELDS, TrainConfig, lr_at
-from tinytrans.train.loop import (
-    Trainer,
-    build_optimizer,
-    finetune,
-    fit_interleaved,
-    optimizer_groups,
-    overfit_one_batch,
-)
-from tinytrans.train.runtime import (
-    CPU_AUTO_PRECISION,
-    DistInfo,
-    autocast_factory,
-    cleanup_distributed,
-    init_distributed,
-    resolve_device,
-    resolve_precision,
-)
-from tinytrans.train.state import TrainState, capture_rng, restore_rng
+import importlib
+from typing import TYPE_CHECKING, Any
 
-#: The precisions :class:`TrainConfig` accepts (the same tuple as
-#: :data:`tinytrans.precision.TRAINING_PRECISIONS`).
-PRECISIONS = TRAINING_PRECISIONS
+from tinytrans import precision as _precision
+
+if TYPE_CHECKING:
+    from tinytrans.checkpoint import CheckpointWriteError, load_checkpoint, save_model
+    from tinytrans.evaluate import estimate_loss
+    from tinytrans.train.callbacks import (
+        Callback,
+        ConsoleLog,
+        EarlyStopping,
+        MetricsFile,
+        ProgressBar,
+        Sampling,
+        TimeBudget,
+        default_callbacks,
+    )
+    from tinytrans.train.config import TrainConfig, lr_at
+    from tinytrans.train.loop import (
+        Trainer,
+        finetune,
+        fit_interleaved,
+        optimizer_groups,
+        overfit_one_batch,
+    )
+    from tinytrans.train.runtime import (
+        DistInfo,
+        autocast_factory,
+        cleanup_distributed,
+        init_distributed,
+        resolve_precision,
+    )
+    from tinytrans.train.state import TrainState
 
 __all__ = [
     "Callback",
@@ -97,10 +85,65 @@ __all__ = [
     "save_model",
 ]
 
-#: Importable for older code, documented where they live.
-_COMPATIBLE = (
-    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CPU_AUTO_PRECISION, TRAJECTORY_FIELDS,
-    _dequantized_state, build_optimizer, capture_rng, check_model_config, remove_stale_temporaries,
-    resolve_device, restore_rng, sample_text, seed_everything, tokenizer_from_text,
-    tokenizer_to_text,
-)  # fmt: skip
+#: Every name this package gives, and the module it comes from (older names included:
+#: importable for older code, documented where they live).
+_SOURCES: dict[str, str] = {
+    "_dequantized_state": "tinytrans.checkpoint",
+    "autocast_factory": "tinytrans.train.runtime",
+    "build_optimizer": "tinytrans.train.loop",
+    "Callback": "tinytrans.train.callbacks",
+    "capture_rng": "tinytrans.train.state",
+    "check_model_config": "tinytrans.checkpoint",
+    "CHECKPOINT_FORMAT": "tinytrans.checkpoint",
+    "CHECKPOINT_VERSION": "tinytrans.checkpoint",
+    "CheckpointWriteError": "tinytrans.checkpoint",
+    "cleanup_distributed": "tinytrans.train.runtime",
+    "ConsoleLog": "tinytrans.train.callbacks",
+    "CPU_AUTO_PRECISION": "tinytrans.train.runtime",
+    "default_callbacks": "tinytrans.train.callbacks",
+    "DistInfo": "tinytrans.train.runtime",
+    "EarlyStopping": "tinytrans.train.callbacks",
+    "estimate_loss": "tinytrans.evaluate",
+    "finetune": "tinytrans.train.loop",
+    "fit_interleaved": "tinytrans.train.loop",
+    "init_distributed": "tinytrans.train.runtime",
+    "load_checkpoint": "tinytrans.checkpoint",
+    "lr_at": "tinytrans.train.config",
+    "MetricsFile": "tinytrans.train.callbacks",
+    "optimizer_groups": "tinytrans.train.loop",
+    "overfit_one_batch": "tinytrans.train.loop",
+    "ProgressBar": "tinytrans.train.callbacks",
+    "remove_stale_temporaries": "tinytrans.files",
+    "resolve_device": "tinytrans.train.runtime",
+    "resolve_precision": "tinytrans.train.runtime",
+    "restore_rng": "tinytrans.train.state",
+    "sample_text": "tinytrans.train.callbacks",
+    "Sampling": "tinytrans.train.callbacks",
+    "save_model": "tinytrans.checkpoint",
+    "seed_everything": "tinytrans.env",
+    "TimeBudget": "tinytrans.train.callbacks",
+    "tokenizer_from_text": "tinytrans.checkpoint",
+    "tokenizer_to_text": "tinytrans.checkpoint",
+    "TrainConfig": "tinytrans.train.config",
+    "Trainer": "tinytrans.train.loop",
+    "TRAINING_PRECISIONS": "tinytrans.precision",
+    "TrainState": "tinytrans.train.state",
+    "TRAJECTORY_FIELDS": "tinytrans.train.config",
+}
+
+#: The precisions :class:`TrainConfig` accepts (the same tuple as
+#: :data:`tinytrans.precision.TRAINING_PRECISIONS`).
+PRECISIONS: tuple[str, ...] = _precision.TRAINING_PRECISIONS
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``name``'s module on first use and cache the name here (PEP 562)."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})

@@ -1,4 +1,4 @@
-"""Interactive explorers for attention (section 1.13), sampling (section 4.5) and model size
+"""Interactive explorers for attention (section 1.15), sampling (section 4.5) and model size
 (section 5.8), plus a live loss plot (section 3.6).
 
 Each entry point returns either a live ipywidgets explorer (in a notebook with a kernel) or a
@@ -76,7 +76,7 @@ def attention_explorer(
     """Attention weights of every layer and head (or their mean), pre-softmax scores and the
     mask/softmax steps, a token strip for one query, and per-head statistics (entropy,
     previous-token, first-token and induction scores); ``compare_with`` adds other
-    checkpoints side by side, e.g. ``compare_with=("untrained", fresh_model)`` (section 1.13)."""
+    checkpoints side by side, e.g. ``compare_with=("untrained", fresh_model)`` (section 1.15)."""
     models = _models(model, label, compare_with)
     chosen = data.normalise_prompts(tokenizer, prompts)
     if use_static(static):

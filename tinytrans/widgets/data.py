@@ -1,5 +1,5 @@
 """Layer 1 of the explorers: the numbers, computed with torch/numpy only (no IPython), for the
-explorers of sections 1.13 (attention), 4.5 (sampling) and 5.8 (sizing).
+explorers of sections 1.15 (attention), 4.5 (sampling) and 5.8 (sizing).
 
 Everything a view shows comes from here, so the live widgets, the static explorables and the
 tests all read the same figures:
@@ -77,7 +77,7 @@ _VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d"}
 
 def display_piece(piece: str) -> str:
     """A token's text with spaces, newlines and tabs made visible (labels must not vanish)
-    (sections 1.13 and 4.5)."""
+    (sections 1.15 and 4.5)."""
     if piece == "":
         return "\u2205"
     for raw, shown in _VISIBLE.items():
@@ -86,13 +86,13 @@ def display_piece(piece: str) -> str:
 
 
 def token_labels(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Display labels of ``ids`` via ``tokenizer.id_to_piece`` (sections 1.13 and 4.5)."""
+    """Display labels of ``ids`` via ``tokenizer.id_to_piece`` (sections 1.15 and 4.5)."""
     return [display_piece(tokenizer.id_to_piece(int(i))) for i in ids]
 
 
 def encodable_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
     """The prompts the tokenizer can encode (a character tokenizer rejects unseen characters)
-    (sections 1.13 and 4.5)."""
+    (sections 1.15 and 4.5)."""
     kept = []
     for prompt in prompts:
         try:
@@ -107,7 +107,7 @@ def normalise_prompts(
     tokenizer: Any, prompts: str | Sequence[str] | None, defaults: Sequence[str] = DEFAULT_PROMPTS
 ) -> list[str]:
     """``None`` -> the encodable default prompts; a string -> ``[string]``; a list as given
-    (sections 1.13 and 4.5)."""
+    (sections 1.15 and 4.5)."""
     if prompts is None:
         chosen = encodable_prompts(tokenizer, defaults)
         if not chosen:
@@ -128,7 +128,7 @@ def normalise_prompts(
 
 @dataclass
 class AttentionRecord:
-    """Attention of one model on one prompt (section 1.13).
+    """Attention of one model on one prompt (section 1.15).
 
     ``weights`` and ``scores`` are float32 arrays (layers, heads, T, T); ``scores`` are the
     scaled dot products q.k/sqrt(d) before the causal mask and the softmax. ``stats`` maps
@@ -187,7 +187,7 @@ def capture_attention(
     induction: np.ndarray | None = None,
 ) -> AttentionRecord:
     """Weights, scores and per-head statistics of ``model`` on ``text`` (first ``max_tokens``)
-    (section 1.13)."""
+    (section 1.15)."""
     limit = min(max_tokens, model.config.context_length)
     ids = encode_first_tokens(tokenizer, text, limit)
     weights, scores = _run_attention(model, torch.tensor([ids]))
@@ -199,7 +199,7 @@ def capture_attention(
 
 def head_statistics(weights: np.ndarray) -> dict[str, np.ndarray]:
     """Per-head summaries of (layers, heads, T, T) weights, averaged over queries t >= 1
-    (section 1.13).
+    (section 1.15).
 
     entropy: nats of each attention row (exp(entropy) ~ how many keys a query spreads over);
     previous: weight on the token just before; first: weight on position 0 (an "attention
@@ -225,7 +225,7 @@ def head_statistics(weights: np.ndarray) -> dict[str, np.ndarray]:
 
 def repeated_sequence(vocab_size: int, length: int, batch: int, seed: int) -> torch.Tensor:
     """(batch, 2 * length) ids: a random sequence followed by an exact copy of itself
-    (section 1.13)."""
+    (section 1.15)."""
     generator = torch.Generator().manual_seed(seed)
     half = torch.randint(0, vocab_size, (batch, length), generator=generator)
     return torch.cat([half, half], dim=1)
@@ -236,7 +236,7 @@ def induction_scores(
 ) -> np.ndarray:
     """(layers, heads) mean weight from each second-half token to the token *after* its first
     occurrence -- the "look back, then copy" pattern of induction heads (Olsson et al. 2022)
-    (section 1.13).
+    (section 1.15).
 
     On a random sequence repeated twice only an induction mechanism can predict the second
     half, so a high score is hard to get by accident.
@@ -258,7 +258,7 @@ def attention_records(
     max_tokens: int = 32,
 ) -> list[list[AttentionRecord]]:
     """``records[m][p]``: model ``m`` on prompt ``p`` (induction computed once per model)
-    (section 1.13)."""
+    (section 1.15)."""
     out = []
     for label, model in models:
         induction = induction_scores(model)

@@ -1,4 +1,4 @@
-"""Layer 3a: live explorers built from core ipywidgets only (sections 1.13, 4.5 and 5.8).
+"""Layer 3a: live explorers built from core ipywidgets only (sections 1.15, 4.5 and 5.8).
 
 Controls (sliders, dropdowns, text, buttons) recompute data with :mod:`.data` and put the HTML
 of :mod:`.render` into an ``ipywidgets.HTML``. No custom front-end code, so the explorers work
@@ -51,7 +51,7 @@ def _style() -> dict[str, str]:
 
 class Explorer(widgets.VBox):
     """Controls, an error panel and an HTML view; ``refresh()`` re-renders under a guard
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
 
     def __init__(self, controls: Sequence[widgets.Widget], **kwargs: Any) -> None:
         self.view = widgets.HTML()
@@ -118,7 +118,7 @@ class Explorer(widgets.VBox):
 
 class AttentionExplorer(Explorer):
     """Prompt, layer, head (or mean / all), view and query token -> heatmaps and head stats
-    (section 1.13)."""
+    (section 1.15)."""
 
     def __init__(
         self,

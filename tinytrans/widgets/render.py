@@ -1,5 +1,5 @@
 """Layer 2 of the explorers: pure functions from data to HTML strings and matplotlib figures
-(the attention explorer of section 1.13, the sampling explorer of section 4.5, the parameter
+(the attention explorer of section 1.15, the sampling explorer of section 4.5, the parameter
 explorer of section 5.8 and the loss plot of section 3.6).
 
 The live widgets put these HTML strings into an ``ipywidgets.HTML`` (no JavaScript needed, so
@@ -102,7 +102,7 @@ def _hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 def palette_colour(value: float, lo: float, hi: float, palette: Sequence[str] = BLUES) -> str:
     """``value`` in [lo, hi] mapped linearly onto ``palette`` (RGB interpolation), '#rrggbb'
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     if not math.isfinite(value):
         return MASKED
     span = hi - lo
@@ -117,14 +117,14 @@ def palette_colour(value: float, lo: float, hi: float, palette: Sequence[str] = 
 
 def ink_for(background: str) -> str:
     """Black or white text, whichever reads better on ``background`` (relative luminance)
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     r, g, b = (c / 255 for c in _hex_to_rgb(background))
     return "#000000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "#ffffff"
 
 
 def fmt(value: float, digits: int = 3) -> str:
     """Fixed-point number, "-inf"/"n/a" for the special values the views show
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if math.isinf(value):
@@ -138,25 +138,25 @@ def fmt(value: float, digits: int = 3) -> str:
 @cache
 def read_asset(name: str) -> str:
     """Text of ``tinytrans/widgets/assets/<name>`` (package data, inlined into the HTML)
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     return resources.files("tinytrans.widgets").joinpath("assets").joinpath(name).read_text("utf-8")
 
 
 def stylesheet() -> str:
     """The CSS shared by live and static views (``assets/explorers.css``)
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     return read_asset("explorers.css")
 
 
 def style_tag() -> str:
     """The shared CSS as a ``<style>`` element, for the live views (the explorers of sections
-    1.13, 4.5 and 5.8)."""
+    1.15, 4.5 and 5.8)."""
     return f"<style>{stylesheet()}</style>"
 
 
 def error_panel(message: str, detail: str = "") -> str:
     """A visible error box: widgets show exceptions instead of swallowing them
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     extra = f"<pre>{esc(detail)}</pre>" if detail else ""
     return (
         f'<div class="tt-error" data-testid="tt-error" role="alert"><b>Error:</b> '
@@ -168,7 +168,7 @@ def error_panel(message: str, detail: str = "") -> str:
 
 
 def default_cell(n_tokens: int) -> int:
-    """Cell size in px: two maps of 24 tokens fit side by side in a book column (section 1.13)."""
+    """Cell size in px: two maps of 24 tokens fit side by side in a book column (section 1.15)."""
     return max(8, min(18, 250 // max(n_tokens, 1)))
 
 
@@ -191,7 +191,7 @@ def heatmap_svg(
     """A (T, T) attention map as SVG: rows = queries, columns = keys, the causal upper
     triangle hatched grey when ``mask``. ``kind="weights"`` uses Blues on [0, 1];
     ``kind="scores"`` uses PuOr centred on 0. Each cell has a tooltip with its value
-    (section 1.13)."""
+    (section 1.15)."""
     T = len(tokens)
     cell = cell or default_cell(T)
     left = _label_width(tokens) if labels else 0
@@ -231,7 +231,7 @@ _pattern_ids = itertools.count()
 
 
 def mask_points(T: int, left: float, top: float, cell: float) -> str:
-    """Polygon points of the staircase above the diagonal (keys in the future) (section 1.13)."""
+    """Polygon points of the staircase above the diagonal (keys in the future) (section 1.15)."""
     size = T * cell
     points = [(size, 0), (size, (T - 1) * cell)]
     for j in range(T - 1, 0, -1):
@@ -292,7 +292,7 @@ def _heatmap_row(matrix, tokens, q, left, top, cell, kind, mask, lo, hi, palette
 
 
 def token_strip_html(tokens: Sequence[str], weights: np.ndarray, query: int) -> str:
-    """The prompt with each key token shaded by how much ``query`` attends to it (section 1.13)."""
+    """The prompt with each key token shaded by how much ``query`` attends to it (section 1.15)."""
     spans = []
     for k, tok in enumerate(tokens):
         if k > query:
@@ -317,13 +317,13 @@ STAT_NAMES = {
 
 def stat_range(key: str, n_tokens: int) -> float:
     """Upper end of a statistic's colour scale: ln(T) for entropy (uniform attention over the
-    longest row), 1 for the weight-based scores (section 1.13)."""
+    longest row), 1 for the weight-based scores (section 1.15)."""
     return math.log(max(n_tokens, 2)) if key == "entropy" else 1.0
 
 
 def head_stats_table(record: Any, layer: int | None = None, head: int | str | None = None) -> str:
     """Per-head statistics as small layer x head grids, one per statistic, shaded by value
-    (section 1.13)."""
+    (section 1.15)."""
     grids = []
     for key, name in STAT_NAMES.items():
         values = record.stats[key]
@@ -360,7 +360,7 @@ def attention_view_html(
     query: int | None = None,
 ) -> str:
     """The whole attention view for one prompt: one panel per model (side by side when
-    comparing), a token strip for ``query`` and the per-head statistics tables (section 1.13)."""
+    comparing), a token strip for ``query`` and the per-head statistics tables (section 1.15)."""
     panels = [_attention_panel(r, layer, head, view, query) for r in records]
     tables = "".join(head_stats_table(r, layer, head) for r in records)
     return (
@@ -434,7 +434,7 @@ def _gradient(palette: Sequence[str], lo: str, hi: str, name: str) -> str:
 
 def prompt_excerpt(text: str, width: int = 40) -> str:
     """The end of a prompt for a figure title, on one line: ``'…To be, or not to be'``
-    (the explorers of sections 1.13, 4.5 and 5.8).
+    (the explorers of sections 1.15, 4.5 and 5.8).
 
     Cut at a word boundary (never mid-word) and with newlines shown as ``\\n``, so a title
     does not start with half a word or wrap in the middle."""
@@ -450,7 +450,7 @@ def prompt_excerpt(text: str, width: int = 40) -> str:
 
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
     """PNG bytes of a matplotlib figure (closed afterwards so notebooks don't show it twice)
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -468,7 +468,7 @@ def _cmap(name: str):
 
 def attention_figure(records: Sequence[Any], layer: int = 0, head: int | str = "mean") -> Any:
     """Matplotlib heatmaps of one layer/head per model (the static explorer's fallback)
-    (section 1.13)."""
+    (section 1.15)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(records), figsize=(4.6 * len(records), 4.4), squeeze=False)

@@ -1,5 +1,5 @@
 """Layer 3b: self-contained static explorables for the rendered book (no kernel), as the
-explorers of sections 1.13, 4.5 and 5.8 appear on the book's pages.
+explorers of sections 1.15, 4.5 and 5.8 appear on the book's pages.
 
 An explorable is one ``text/html`` output -- inline CSS, inline vanilla JavaScript from
 ``assets/``, the data as embedded JSON; no CDN, no require.js, no network request -- plus an
@@ -53,7 +53,7 @@ _counter = itertools.count()
 
 def use_static(static: bool | None = None) -> bool:
     """``static`` if given, else True when ``TINYTRANS_STATIC_WIDGETS=1`` (set by ``make book``)
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     if static is not None:
         return bool(static)
     return os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -61,7 +61,7 @@ def use_static(static: bool | None = None) -> bool:
 
 def script_safe_json(data: Any) -> str:
     """JSON that cannot end the enclosing ``<script>`` element early
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -69,7 +69,7 @@ def script_safe_json(data: Any) -> str:
 @dataclass
 class StaticExplorable:
     """A display object: HTML (interactive), PNG (default view) and a text summary
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
 
     kind: str
     html: str
@@ -95,7 +95,7 @@ class StaticExplorable:
 
 def explorable_html(kind: str, data: dict[str, Any]) -> str:
     """The HTML of one explorable: a root element, its JSON, the CSS and the mounting script
-    (the explorers of sections 1.13, 4.5 and 5.8)."""
+    (the explorers of sections 1.15, 4.5 and 5.8)."""
     payload = script_safe_json(data)
     digest = hashlib.sha1(payload.encode("utf-8")).hexdigest()[:10]
     root = f"tt-{kind}-{digest}-{next(_counter)}"
@@ -113,7 +113,7 @@ def explorable_html(kind: str, data: dict[str, Any]) -> str:
 
 def make_explorable(kind: str, data: dict[str, Any], png: bytes, text: str) -> StaticExplorable:
     """A :class:`StaticExplorable` of ``kind`` from its data, its PNG and a text summary (the
-    explorers of sections 1.13, 4.5 and 5.8)."""
+    explorers of sections 1.15, 4.5 and 5.8)."""
     return StaticExplorable(kind=kind, html=explorable_html(kind, data), png=png, text=text)
 
 
@@ -136,7 +136,7 @@ SCORE_SCALE = 100  # scores in hundredths
 
 def attention_data(records: list[list[Any]]) -> dict[str, Any]:
     """JSON for the attention explorable: ``records[model][prompt]`` -> nested lists
-    (section 1.13)."""
+    (section 1.15)."""
     first = records[0][0]
     prompts = []
     for p in range(len(records[0])):
@@ -174,7 +174,7 @@ def _rounded(array: Any) -> list[list[float | None]]:
 
 def attention_static(records: list[list[Any]]) -> StaticExplorable:
     """The attention explorable; PNG = layer 0, mean of heads, first prompt, every model
-    (section 1.13)."""
+    (section 1.15)."""
     png = render.figure_png(render.attention_figure([m[0] for m in records], 0, "mean"))
     labels = ", ".join(m[0].label for m in records)
     text = f"Attention explorer ({labels}; {len(records[0])} prompt(s))"
