@@ -263,3 +263,16 @@ def test_usage_errors_are_one_line_too(argv, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"tinytrans {argv[0]}: error: argument")
     assert lines[0].endswith(f"see tinytrans {argv[0]} --help")
+
+
+def test_an_interrupt_while_the_parser_loads_exits_130(monkeypatch, capsys):
+    """Ctrl-C can land while the command's flags are built (its modules import): it is an
+    interrupt like any other, one line and exit 130, not a traceback and exit 1."""
+    import tinytrans.cli as cli
+
+    def interrupted(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["train", "--max-steps", "1"]) == cli.EXIT_SIGINT
+    assert capsys.readouterr().err.strip() == "tinytrans train: interrupted"

@@ -727,8 +727,12 @@ def _module_name(path: Path) -> str:
 
 def _imported_modules(path: Path, modules: set[str], *, function_local: bool) -> set[str]:
     """The package's modules that ``path`` imports: every import statement, or only those
-    inside functions (``function_local=True``)."""
+    inside functions (``function_local=True``). Imports under ``if TYPE_CHECKING:`` never run,
+    so they make no cycle and are left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     if function_local:

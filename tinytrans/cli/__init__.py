@@ -120,18 +120,27 @@ def _redeliver_lost_interrupt(unraisable: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = _redeliver_lost_interrupt
     words = sys.argv[1:] if argv is None else list(argv)
-    command = _command_in(words)
-    args = build_parser(only=command or "").parse_args(words)
-    if _debugging(args):
-        return int(args._run(args) or 0)
-    try:
-        return int(args._run(args) or 0)
+    command = _command_in(words) or ""
+    try:  # a Ctrl-C while the parser and the command's modules load is an interrupt too
+        args = build_parser(only=command).parse_args(words)
+        command = getattr(args, "command", None) or command
+        if _debugging(args):
+            return int(args._run(args) or 0)
+        return _run_explained(args)
     except KeyboardInterrupt:
-        print(f"tinytrans {args.command}: interrupted", file=sys.stderr)
+        print(f"tinytrans {command}: interrupted".rstrip(), file=sys.stderr)
         return EXIT_SIGINT
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 0
+
+
+def _run_explained(args: argparse.Namespace) -> int:
+    """Run the chosen command; any failure but an interrupt becomes one line and exit 2."""
+    try:
+        return int(args._run(args) or 0)
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
     except Exception as error:  # every failure becomes one line
         print(error_line(args.command, error), file=sys.stderr)
         return EXIT_ERROR
