@@ -276,3 +276,21 @@ def test_an_interrupt_while_the_parser_loads_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["train", "--max-steps", "1"]) == cli.EXIT_SIGINT
     assert capsys.readouterr().err.strip() == "tinytrans train: interrupted"
+
+
+def test_generate_has_a_flag_for_every_sampling_field():
+    """``generate``'s sampling flags are written out (so ``--help`` needs no torch); this keeps
+    them complete: a new SamplingConfig field without a flag fails here."""
+    import argparse
+    import dataclasses
+
+    from tinytrans.cli import generate as cli_generate
+    from tinytrans.generate import SamplingConfig
+
+    parser = argparse.ArgumentParser()
+    cli_generate.add_arguments(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(SamplingConfig):
+        assert field.name in flags, f"tinytrans generate has no --{field.name.replace('_', '-')}"
+        if field.name != "temperature":  # the CLI samples at 0.8 by default, the API at 1
+            assert flags[field.name].default == field.default, field.name
