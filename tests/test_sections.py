@@ -7,6 +7,7 @@ place, so the references are checked against the notebooks' headings.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -70,3 +71,31 @@ def test_reference_points_at_an_existing_section(where, chapter, section, title)
         assert title == sections[section], (
             f"{where}: section {chapter}.{section} is called {sections[section]!r}, not {title!r}"
         )
+
+
+def public_definitions() -> list[tuple[str, str, str]]:
+    """(file, name, docstring) of every function and class a module lists in ``__all__``."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                names = set(ast.literal_eval(node.value))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in names:
+                found.append(
+                    (str(path.relative_to(ROOT)), node.name, ast.get_docstring(node) or "")
+                )
+    return found
+
+
+def test_every_public_definition_names_its_place_in_the_book():
+    """d2l's rule: a public function or class says where the book teaches it."""
+    place = re.compile(r"[Ss]ections? \d+\.\d+|[Cc]hapters? \d|appendix")
+    silent = [
+        f"{file}: {name}" for file, name, doc in public_definitions() if not place.search(doc)
+    ]
+    assert not silent, "name the section (e.g. '(section 3.7)') in: " + ", ".join(silent)

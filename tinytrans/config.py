@@ -45,7 +45,8 @@ ACTIVATION_CHOICES = ("relu", "gelu", "swiglu")
 
 @dataclass
 class ModelConfig:
-    """Every architectural switch of the course's transformer, validated on construction."""
+    """Every architectural switch of the course's transformer, validated on construction.
+    (Section 1.12.)"""
 
     vocab_size: int = 8000
     context_length: int = 128
@@ -274,5 +275,5 @@ RENAMED_PRESETS: dict[str, str] = {"seed-tiny": "tiny-postnorm", "seed-40m": "ll
 
 
 def preset_names() -> list[str]:
-    """Names accepted by :meth:`ModelConfig.preset`."""
+    """Names accepted by :meth:`ModelConfig.preset` (section 1.12)."""
     return list(PRESETS)

@@ -77,18 +77,19 @@ DOWNLOAD_DEADLINE_S = 1800.0
 
 
 class DownloadError(OSError):
-    """A download failed (HTTP error, unreachable host, interrupted transfer)."""
+    """A download failed (HTTP error, unreachable host, interrupted transfer) (section 2.2)."""
 
 
 class ChecksumError(DownloadError):
-    """A downloaded or cached file does not have the expected sha256."""
+    """A downloaded or cached file does not have the expected sha256 (section 2.2)."""
 
 
 # ----------------------------------------------------------------------------- cache/files
 
 
 def default_cache_dir() -> Path:
-    """``$TINYTRANS_CACHE``, else ``$XDG_CACHE_HOME/tinytrans``, else ``~/.cache/tinytrans``."""
+    """``$TINYTRANS_CACHE``, else ``$XDG_CACHE_HOME/tinytrans``, else ``~/.cache/tinytrans``.
+    (Section 2.2.)"""
     if os.environ.get("TINYTRANS_CACHE"):
         return Path(os.environ["TINYTRANS_CACHE"]).expanduser()
     if os.environ.get("XDG_CACHE_HOME"):
@@ -135,7 +136,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def read_utf8(path: str | os.PathLike[str], max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """Read a UTF-8 text file; errors say which file and, for bad bytes, where."""
+    """Read a UTF-8 text file; errors say which file and, for bad bytes, where (section 2.2)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path} (check the path)")
@@ -171,7 +172,7 @@ def read_utf8(path: str | os.PathLike[str], max_bytes: int = MAX_TEXT_BYTES) -> 
 
 @dataclass(frozen=True)
 class CorpusInfo:
-    """Where a corpus came from and a fingerprint of its text."""
+    """Where a corpus came from and a fingerprint of its text (section 2.2)."""
 
     name: str
     n_chars: int
@@ -190,7 +191,7 @@ class CorpusInfo:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A corpus: ``.text`` (one ``str``) and ``.info`` (:class:`CorpusInfo`)."""
+    """A corpus: ``.text`` (one ``str``) and ``.info`` (:class:`CorpusInfo`) (section 2.2)."""
 
     text: str = field(repr=False)
     info: CorpusInfo
@@ -230,7 +231,7 @@ def _play_files() -> dict[str, Path]:
 
 
 def available_plays() -> list[str]:
-    """Names (slugs) of the plays :func:`load_corpus` can use, sorted."""
+    """Names (slugs) of the plays :func:`load_corpus` can use, sorted (section 2.2)."""
     return list(_play_files())
 
 
@@ -256,6 +257,8 @@ def play_to_text(markdown: str) -> str:
       runs of spaces collapsed; blank lines inside a speech are not kept.
     * Text outside any speech (a few prologues and chorus lines printed without a speaker,
       stray fragments of directions) is dropped.
+
+    Section 2.2.
     """
     speeches: list[list[str]] = []
     current: list[str] | None = None
@@ -362,6 +365,8 @@ def load_corpus(
     and separated by blank lines. ``"python-docs"``: the topics of
     ``pydoc_data.topics`` joined in key order. The text is cached as a file under
     ``cache_dir`` (default :func:`default_cache_dir`); ``corpus.info.path`` points at it.
+
+    Section 2.2.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if name == "shakespeare":
@@ -547,6 +552,8 @@ def download(
     A body whose end cannot be checked (no ``Content-Length``, not chunked: the connection
     just closed) is returned but not cached unless ``sha256`` confirms it, so a cut-short
     file is never reused.
+
+    Section 2.2.
     """
     sha256 = normalize_sha256(sha256)
     if not _is_url(url):
@@ -615,6 +622,8 @@ def load_text(
     """Return the UTF-8 text of a local file or of an http(s) URL (downloaded once).
 
     For a local file, ``sha256`` (if given) is checked too.
+
+    Section 2.2.
     """
     source = os.fspath(path_or_url)
     sha256 = normalize_sha256(sha256)
@@ -640,12 +649,13 @@ def load_text(
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """``uint16`` when every id (at most ``vocab_size - 1``) fits in it, else ``int32``."""
+    """``uint16`` when every id (at most ``vocab_size - 1``) fits in it, else ``int32``.
+    (Section 2.8.)"""
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
 
 
 def encode_tokens(tokenizer: Tokenizer, text: str) -> np.ndarray:
-    """Encode ``text`` once into a compact 1-D numpy array."""
+    """Encode ``text`` once into a compact 1-D numpy array (section 2.8)."""
     ids = tokenizer.encode(text)
     return np.asarray(ids, dtype=token_dtype(tokenizer.vocab_size))
 
@@ -653,7 +663,9 @@ def encode_tokens(tokenizer: Tokenizer, text: str) -> np.ndarray:
 def split_tokens(tokens: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Cut the stream in two contiguous parts: the first ``1 - val_fraction`` for
     training, the rest for validation. No validation token is ever inside a training
-    window (unlike a random split of overlapping windows -- see :func:`leakage_fraction`)."""
+    window (unlike a random split of overlapping windows -- see :func:`leakage_fraction`).
+
+    Section 2.9."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
     cut = len(tokens) - round(len(tokens) * val_fraction)
@@ -696,6 +708,8 @@ def leakage_fraction(
     ``measure="covered"``: fraction of validation-window tokens that sit inside some
     training window. ``measure="nearest"``: mean fraction of a validation window shared
     with its single most-overlapping training window.
+
+    Section 2.9.
     """
     span = context_length + 1
     if n_tokens < 2 * span:
@@ -728,6 +742,8 @@ class TokenDataset(torch.utils.data.Dataset):
     Indexing gives the sequential, non-overlapping windows used for evaluation (offsets
     ``0, T, 2T, ...``); :meth:`batch` gathers windows at any offsets (random training
     batches). Tokens stay in a compact numpy array; only batches become ``torch.long``.
+
+    Section 2.8.
     """
 
     def __init__(self, tokens: np.ndarray | Sequence[int], context_length: int) -> None:
@@ -771,7 +787,9 @@ def iter_sequential_batches(
     dataset: TokenDataset, batch_size: int, max_batches: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The non-overlapping windows of ``dataset`` in order, ``batch_size`` at a time
-    (the last batch may be smaller); stops after ``max_batches`` if given."""
+    (the last batch may be smaller); stops after ``max_batches`` if given.
+
+    Section 2.8."""
     starts = np.arange(len(dataset), dtype=np.int64) * dataset.context_length
     for k, i in enumerate(range(0, len(starts), batch_size)):
         if max_batches is not None and k >= max_batches:
@@ -785,6 +803,8 @@ class RandomBatchSampler:
     Offsets come from a seeded ``torch.Generator``. :meth:`state_dict` captures the
     generator state and step count, so a training run restored with
     :meth:`load_state_dict` sees exactly the batches it would have seen.
+
+    Section 2.10.
     """
 
     def __init__(self, dataset: TokenDataset, batch_size: int, seed: int = 0) -> None:
@@ -850,6 +870,8 @@ class DataModule:
     splits. Both run on first use. Training batches are random windows
     (:meth:`get_batch`, :meth:`train_batches`); evaluation walks the sequential windows
     (:meth:`iter_eval_batches`).
+
+    Section 2.10.
     """
 
     def __init__(

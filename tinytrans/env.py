@@ -51,6 +51,8 @@ def has_kernels(capability: tuple[int, int], arch_list: list[str]) -> bool:
     architecture-specific ones (``sm_90a``) only on exactly X.Y. PTX (``compute_XY``) is compiled
     at load time for any capability >= X.Y. An empty list (a build that does not say) is
     trusted, and the tiny operation in :func:`cuda_problem` decides.
+
+    The appendix "How to run the chapters".
     """
     if not arch_list:
         return True
@@ -80,7 +82,9 @@ def cuda_problem(index: int = 0) -> str | None:
 
     Checks that the installed build has kernels for the device's compute capability (a Kaggle
     P100, capability 6.0, has none in recent CUDA builds: ``is_available()`` is True and the first
-    operation fails), then that a tiny operation really runs there."""
+    operation fails), then that a tiny operation really runs there.
+
+    The appendix "How to run the chapters"."""
     try:
         major, minor = torch.cuda.get_device_capability(index)
         capability = (int(major), int(minor))
@@ -104,7 +108,8 @@ def cuda_problem(index: int = 0) -> str | None:
 
 @functools.cache
 def mps_problem() -> str | None:
-    """Why Apple's MPS backend cannot be used, in one line; ``None`` when it can."""
+    """Why Apple's MPS backend cannot be used, in one line; ``None`` when it can.
+    (The appendix "How to run the chapters".)"""
     mps = getattr(torch.backends, "mps", None)
     if mps is None or not mps.is_available():
         built = mps is not None and mps.is_built()
@@ -131,6 +136,8 @@ def pick_device(preference: str = "auto") -> torch.device:
     an accelerator prints one line saying why (also kept in :data:`fallback_reason`).
     ``"cuda"``, ``"cuda:N"``, ``"mps"``: checked the same way (and that N exists); a device that
     cannot be used raises ``ValueError`` saying why. Anything else is passed to ``torch.device``.
+
+    The appendix "How to run the chapters".
     """
     if preference == "auto":
         if torch.cuda.is_available():
@@ -179,7 +186,9 @@ def bf16_is_native(device: torch.device | str | None = None) -> bool:
 
     ``torch.cuda.is_bf16_supported()`` also counts emulation by default, so on a T4 (free Colab,
     Kaggle) it says True and bf16 runs much slower than fp16; ``including_emulation=False``
-    asks the real question where torch has that argument, the capability answers elsewhere."""
+    asks the real question where torch has that argument, the capability answers elsewhere.
+
+    The appendix "How to run the chapters"."""
     if not torch.cuda.is_available():
         return False
     index = torch.device(device).index if device is not None else None
@@ -210,7 +219,8 @@ def auto_precision(device: torch.device | str, cpu: str = "fp32") -> str:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so a chapter's numbers repeat."""
+    """Seed Python, NumPy and torch (CPU and CUDA) so a chapter's numbers repeat.
+    (The appendix "How to run the chapters".)"""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -219,7 +229,8 @@ def seed_everything(seed: int) -> None:
 
 
 def platform_name() -> str:
-    """ "colab", "kaggle" or "local" — some setup advice differs between them."""
+    """ "colab", "kaggle" or "local" — some setup advice differs between them.
+    (The appendix "How to run the chapters".)"""
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "colab"
     if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.path.isdir("/kaggle/working"):
@@ -232,6 +243,8 @@ def budget(cpu_seconds: float, device: torch.device | str | None = None) -> floa
 
     The CPU figure is what CI and a laptop spend. On a GPU the same wall clock buys far more
     steps, so the budget stays the same unless ``TINYTRANS_BUDGET_SCALE`` says otherwise.
+
+    The appendix "How to run the chapters".
     """
     scale = float(os.environ.get("TINYTRANS_BUDGET_SCALE", "1"))
     if scale <= 0:
@@ -240,7 +253,8 @@ def budget(cpu_seconds: float, device: torch.device | str | None = None) -> floa
 
 
 def versions() -> dict[str, str]:
-    """Versions and hardware a reader needs when asking for help."""
+    """Versions and hardware a reader needs when asking for help.
+    (The appendix "How to run the chapters".)"""
     from tinytrans import __version__
 
     device = pick_device()
@@ -260,7 +274,7 @@ def versions() -> dict[str, str]:
 
 
 def report() -> None:
-    """Print :func:`versions` as one aligned block."""
+    """Print :func:`versions` as one aligned block (the appendix "How to run the chapters")."""
     info = versions()
     width = max(map(len, info))
     for key, value in info.items():

@@ -42,11 +42,14 @@ _LEGACY_TMP_AGE_S = 3600.0
 
 class AtomicWriteError(OSError):
     """A file could not be written (full disk, read-only folder, ...). The previous file of
-    that name, if any, is intact."""
+    that name, if any, is intact.
+
+    Section 3.7."""
 
 
 def apply_umask(path: str | os.PathLike[str]) -> None:
-    """Give ``path`` the permissions a normally created file gets (``0o666`` less the umask)."""
+    """Give ``path`` the permissions a normally created file gets (``0o666`` less the umask).
+    (Section 3.7.)"""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
@@ -72,6 +75,8 @@ def atomic_write(
     Any failure (an ``OSError``, or the ``RuntimeError`` ``torch.save`` raises on a full disk)
     removes the temporary file and is raised as ``error_type`` naming the file and ``hint``;
     other exceptions (a ``KeyboardInterrupt``) also remove it and propagate unchanged.
+
+    Section 3.7.
     """
     path = Path(path)
     try:
@@ -104,14 +109,14 @@ def atomic_write(
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, **kwargs: Any) -> Path:
-    """:func:`atomic_write` of ``data``."""
+    """:func:`atomic_write` of ``data`` (section 3.7)."""
     return atomic_write(path, lambda handle: handle.write(data), "wb", **kwargs)
 
 
 def atomic_write_text(
     path: str | os.PathLike[str], text: str, *, errors: str = "surrogatepass", **kwargs: Any
 ) -> Path:
-    """:func:`atomic_write` of ``text`` as UTF-8 (lone surrogates kept by default)."""
+    """:func:`atomic_write` of ``text`` as UTF-8 (lone surrogates kept by default) (section 3.7)."""
     return atomic_write(path, lambda handle: handle.write(text), "w", errors=errors, **kwargs)
 
 
@@ -119,7 +124,9 @@ def atomic_write_json(
     path: str | os.PathLike[str], payload: Any, *, indent: int | None = 2, **kwargs: Any
 ) -> Path:
     """:func:`atomic_write` of ``payload`` as JSON (ASCII, so lone surrogates survive as
-    ``\\udxxx`` escapes), ending in a newline when indented."""
+    ``\\udxxx`` escapes), ending in a newline when indented.
+
+    Section 3.7."""
     text = json.dumps(payload, indent=indent, ensure_ascii=True)
     return atomic_write_text(path, text + ("\n" if indent is not None else ""), **kwargs)
 
@@ -143,6 +150,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
 
     A file is stale when the process named in it no longer runs (or, for the older naming
     without a pid, when it is over an hour old). Live writers' files are left alone.
+
+    Section 3.7.
     """
     folder = Path(folder)
     removed: list[Path] = []

@@ -38,7 +38,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Precision:
-    """One numeric recipe (see the module's table)."""
+    """One numeric recipe (see the module's table) (section 3.9)."""
 
     name: str
     #: dtype of the stored weights and their gradients (``"fp32"`` or ``"bf16"``).
@@ -88,7 +88,9 @@ LEGACY_NAMES: dict[str, str] = {"bf16": "bf16-mixed", "fp16": "fp16-mixed", "mix
 
 def canonical_precision(name: str) -> str:
     """The canonical name of a precision given by its name or an older one; ``ValueError``
-    naming the choices otherwise. ``"auto"`` is returned as is (the device decides)."""
+    naming the choices otherwise. ``"auto"`` is returned as is (the device decides).
+
+    Section 3.9."""
     if name == "auto" or name in PRECISIONS:
         return name
     if isinstance(name, str) and name in LEGACY_NAMES:
@@ -100,7 +102,8 @@ def canonical_precision(name: str) -> str:
 
 
 def get_precision(name: str) -> Precision:
-    """The :class:`Precision` called ``name`` (canonical or older name; not ``"auto"``)."""
+    """The :class:`Precision` called ``name`` (canonical or older name; not ``"auto"``).
+    (Section 3.9.)"""
     canonical = canonical_precision(name)
     if canonical == "auto":
         raise ValueError(

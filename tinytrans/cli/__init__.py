@@ -118,6 +118,8 @@ def _redeliver_lost_interrupt(unraisable: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``tinytrans COMMAND ...`` and return its exit status: 0, 2 for bad input (one line
+    on stderr), 130/143 when interrupted (section 3.6; the appendix "How to run the chapters")."""
     sys.unraisablehook = _redeliver_lost_interrupt
     words = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(words) or ""

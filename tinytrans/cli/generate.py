@@ -141,14 +141,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def sample_header(index: int, total: int, seed: int | None) -> str:
-    """The line above sample ``index`` (from 0) of ``total`` (section 4's sampling)."""
+    """The line above sample ``index`` (from 0) of ``total`` (section 4.3)."""
     seeded = f", seed {seed}" if seed is not None else ""
     return f"--- sample {index + 1} of {total}{seeded} ---\n"
 
 
 def generate_to_stream(model: Any, tokenizer: Any, args: argparse.Namespace, stream: TextIO) -> str:
     """Write the prompt (unless ``--no-echo``) and the streamed continuation to ``stream``
-    (section 4's sampling options). Returns the continuation. All argument checks happen
+    (section 4.3's sampling options). Returns the continuation. All argument checks happen
     before anything is written.
     """
     from tinytrans.generate import stream_generate

@@ -310,6 +310,8 @@ def read_config_file(
     ``data`` options the command line saved there) repeat the run exactly. ``known`` maps each
     section to its accepted keys (``None``: any); anything else is a :class:`ConfigFileError`
     naming the key.
+
+    Section 3.6.
     """
     path = Path(path)
     content = _load_file(path)

@@ -192,7 +192,9 @@ class SamplingExplorer(Explorer):
 
     ``defaults`` sets the starting controls, as for the static explorable (``temperature``,
     ``top_k``, ``top_p``, ``min_p``, ``method``, ``n``, ``seed``, ``beams``): a chapter that
-    passes ``temperature=0.8, top_p=0.9`` opens the live explorer there too."""
+    passes ``temperature=0.8, top_p=0.9`` opens the live explorer there too.
+
+    Section 4.5."""
 
     def __init__(
         self,

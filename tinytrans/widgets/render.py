@@ -150,7 +150,9 @@ def stylesheet() -> str:
 
 def style_tag() -> str:
     """The shared CSS as a ``<style>`` element, for the live views (the explorers of sections
-    1.15, 4.5 and 5.8)."""
+    1.15, 4.5 and 5.8).
+
+    Sections 1.15, 4.5 and 5.8."""
     return f"<style>{stylesheet()}</style>"
 
 
