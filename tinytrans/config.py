@@ -270,7 +270,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-#: Presets' former names ("seed" read as an RNG seed): still accepted, with a warning.
+#: The presets' former names, still accepted with a warning ("seed" read as an RNG seed).
 RENAMED_PRESETS: dict[str, str] = {"seed-tiny": "tiny-postnorm", "seed-40m": "llama-40m"}
 
 

@@ -59,6 +59,7 @@ class Precision:
         return self.compute if self.compute != self.weights else None
 
 
+#: Every recipe by its canonical name, in the order of the module's table.
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (

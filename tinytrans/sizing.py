@@ -534,8 +534,8 @@ def measured_activation_bytes(
     return sum(seen.values()) + logits.numel() * logits.element_size()
 
 
-#: Bytes of optimizer state per parameter: AdamW keeps two float32 moments, SGD with momentum
-#: one float32 buffer, plain SGD nothing (section 5.4).
+#: Bytes of optimizer state per parameter (section 5.4). AdamW keeps two float32 moments,
+#: SGD with momentum one float32 buffer, plain SGD nothing.
 OPTIMIZER_STATE_BYTES: dict[str, int] = {"adamw": 8, "sgd-momentum": 4, "sgd": 0}
 
 

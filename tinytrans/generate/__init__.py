@@ -3,15 +3,15 @@
 The package follows the chapter; everything drives :class:`tinytrans.model.TinyTransformer`
 one token at a time and nothing changes the model itself.
 
-* :mod:`~tinytrans.generate.prompts` -- prompts in, checked ids out (section 4.1).
-* :mod:`~tinytrans.generate.sampling` -- :class:`SamplingConfig`, the logit filters, one
+* ``tinytrans.generate.prompts`` -- prompts in, checked ids out (section 4.1).
+* ``tinytrans.generate.sampling`` -- :class:`SamplingConfig`, the logit filters, one
   sampling step and every distribution the sampling explorer shows (sections 4.2, 4.3, 4.5).
-* :mod:`~tinytrans.generate.decode` -- :func:`generate`, :func:`stream_generate`,
+* ``tinytrans.generate.decode`` -- :func:`generate`, :func:`stream_generate`,
   :func:`generate_tokens` and :func:`generate_batch` (sections 4.1, 4.6, 4.7).
-* :mod:`~tinytrans.generate.beam` -- :func:`beam_search` (section 4.4).
-* :mod:`~tinytrans.generate.speculative` -- :func:`speculative_generate` (section 4.8).
-* :mod:`~tinytrans.generate.quantize` -- :func:`quantize_int8` (section 4.9).
-* :mod:`~tinytrans.generate.serving` -- :class:`ContinuousBatcher` (section 4.7) and the
+* ``tinytrans.generate.beam`` -- :func:`beam_search` (section 4.4).
+* ``tinytrans.generate.speculative`` -- :func:`speculative_generate` (section 4.8).
+* ``tinytrans.generate.quantize`` -- :func:`quantize_int8` (section 4.9).
+* ``tinytrans.generate.serving`` -- :class:`ContinuousBatcher` (section 4.7) and the
   latency and memory budget (section 4.10).
 
 ``tinytrans.generate`` is this package and ``tinytrans.generate.generate`` the function

@@ -19,9 +19,9 @@ The package is the ground floor of tinytrans: it imports nothing from ``tinytran
 :mod:`tinytrans.files`.
 
 The package has one file per tokenizer, in the chapter's order:
-:mod:`~tinytrans.tokenizers.base` (the protocol, the file format, the limits),
-:mod:`~tinytrans.tokenizers.char`, :mod:`~tinytrans.tokenizers.bpe` and
-:mod:`~tinytrans.tokenizers.sentencepiece`; this module loads, trains and compares them
+``tinytrans.tokenizers.base`` (the protocol, the file format, the limits),
+``tinytrans.tokenizers.char``, ``tinytrans.tokenizers.bpe`` and
+``tinytrans.tokenizers.sentencepiece``; this module loads, trains and compares them
 (section 2.6, "One sentence, five tokenizers").
 """
 

@@ -2,15 +2,15 @@
 
 The package mirrors the chapter:
 
-* :mod:`~tinytrans.train.config` -- :class:`TrainConfig` and the schedule :func:`lr_at`
+* ``tinytrans.train.config`` -- :class:`TrainConfig` and the schedule :func:`lr_at`
   (sections 3.5, 3.6);
-* :mod:`~tinytrans.train.state` -- :class:`TrainState`, everything a checkpoint restores
+* ``tinytrans.train.state`` -- :class:`TrainState`, everything a checkpoint restores
   (section 3.7);
-* :mod:`~tinytrans.train.runtime` -- process group, device, precision, autocast
+* ``tinytrans.train.runtime`` -- process group, device, precision, autocast
   (sections 3.6, 3.9);
-* :mod:`~tinytrans.train.callbacks` -- :class:`Callback` and the built-in ones: progress
+* ``tinytrans.train.callbacks`` -- :class:`Callback` and the built-in ones: progress
   bar, console log, metrics file, samples, early stopping, time budget (section 3.6);
-* :mod:`~tinytrans.train.loop` -- :class:`Trainer`, :func:`fit_interleaved`,
+* ``tinytrans.train.loop`` -- :class:`Trainer`, :func:`fit_interleaved`,
   :func:`overfit_one_batch`, :func:`finetune` (sections 3.4, 3.6, 3.11).
 
 Checkpoint files are read and written by :mod:`tinytrans.checkpoint` (re-exported here), which

@@ -218,7 +218,7 @@ class Trainer:
     ``datamodule`` needs ``get_batch("train") -> (x, y)``, ``iter_eval_batches("val",
     max_batches)`` and ``state_dict()``/``load_state_dict()``. ``tokenizer`` (default: the
     datamodule's) is used for samples and stored in checkpoints. ``callbacks`` run after the
-    built-in ones of :func:`~tinytrans.train.callbacks.default_callbacks`. Call :meth:`fit`;
+    built-in ones of :func:`~tinytrans.train.default_callbacks`. Call :meth:`fit`;
     :meth:`resume` first to continue from a checkpoint (section 3.7).
 
     Building a trainer has no global side effects: the process group is joined, the global

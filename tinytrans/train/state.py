@@ -4,7 +4,7 @@ The trainer's progress (step, tokens, schedule horizon, best validation loss, ea
 counter, loss history) and the states of the objects it drives (optimizer, loss scaler,
 random-number generators, data samplers) are everything :meth:`Trainer.resume` needs to
 continue a run bit for bit. The keys a checkpoint holds for them are written here once: in
-the fields of :class:`TrainState` and in :data:`COMPONENTS`.
+the fields of :class:`TrainState` and in ``COMPONENTS``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], path: Any = "checkpoint") -> TrainState:
-        """Check a training checkpoint's fields (and :data:`COMPONENTS`) and read them back;
+        """Check a training checkpoint's fields (and ``COMPONENTS``) and read them back;
         ``ValueError`` naming the first damaged field, before anything is changed."""
         cls.check(state, path)
         values = {f.name: state[f.name] for f in dataclasses.fields(cls)}
