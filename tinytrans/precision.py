@@ -6,14 +6,14 @@ whether the loss must be scaled. Training and sizing use the same names, so chap
 exactly what chapter 3 runs under that name (section 3.9, "Mixed precision and gradient
 accumulation"; section 5.4, "Training memory: states and activations").
 
-=================  ==============  ==============  ===============  ============
-name               stored weights  matmuls run in  fp32 master copy  loss scaling
-=================  ==============  ==============  ===============  ============
-``fp32``           fp32            fp32            --                no
-``bf16-mixed``     fp32            bf16 (autocast) the weights       no
-``fp16-mixed``     fp32            fp16 (autocast) the weights       yes
-``bf16-true``      bf16            bf16            no                no
-=================  ==============  ==============  ===============  ============
+==============  ==============  ===============  ================  ============
+name            stored weights  matmuls run in   fp32 master copy  loss scaling
+==============  ==============  ===============  ================  ============
+``fp32``        fp32            fp32             --                no
+``bf16-mixed``  fp32            bf16 (autocast)  the weights       no
+``fp16-mixed``  fp32            fp16 (autocast)  the weights       yes
+``bf16-true``   bf16            bf16             no                no
+==============  ==============  ===============  ================  ============
 
 The two mixed recipes are PyTorch's automatic mixed precision: the weights stay fp32 (they
 *are* the master copy) and autocast runs the matmuls in half precision. ``bf16-true`` stores
