@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import inspect
 import io
 import json
@@ -120,16 +119,11 @@ class ConfigFileError(ValueError):
 
 
 def train_config_class() -> type[Any]:
-    """``TrainConfig``, from the torch-free ``tinytrans.train.config`` module when the training
-    package has one (so ``tinytrans train --help`` stays fast), else from ``tinytrans.train``.
-    (Section 3.6.)"""
-    package = Path(__file__).resolve().parent.parent
-    if (package / "train" / "config.py").is_file():
-        module = importlib.import_module("tinytrans.train.config")
-    else:  # pragma: no cover - the single-module layout before tinytrans/train/ existed
-        module = importlib.import_module("tinytrans.train")
-    cls: type[Any] = module.TrainConfig
-    return cls
+    """``TrainConfig``, from the torch-free ``tinytrans.train.config`` module, so that
+    ``tinytrans train --help`` stays fast (section 3.6)."""
+    from tinytrans.train.config import TrainConfig
+
+    return TrainConfig
 
 
 def flag_for(name: str) -> str:
