@@ -32,6 +32,7 @@ EXPECTED = {
     "generate": "bench_generate.py",
     "train": "bench_train.py",
     "peers": "bench_peers.py",
+    "nanogpt": "bench_nanogpt.py --nanogpt DIR (a clone of karpathy/nanoGPT)",
     "book": "the book build (writes results/book.json)",
 }
 SKIP_KEYS = {"benchmark", "machine", "goals", "description"}
