@@ -174,3 +174,22 @@ def test_training_cost_and_its_inverse():
     assert t4.gpu_hours == pytest.approx(133.33, abs=0.01)
     with pytest.raises(ValueError, match="price"):
         S.training_cost(1e18, "T4", -1, dtype="fp16")
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI's decode table
+# --------------------------------------------------------------------------------------------
+
+
+def test_size_prints_the_decode_roofline(capsys):
+    from tinytrans.cli import main
+
+    assert main(["size", "llama2-7b", "--hardware", "L4", "--precision", "bf16-mixed",
+                 "--batch-size", "4"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "decode roofline (L4, bf16, no overhead)" in text
+    single = S.decode_step(LLAMA7B, "L4", 1, LLAMA7B.context_length, "bf16")
+    assert f"{single.tokens_per_second:,.0f} tokens/s" in text
+    assert "decode, batch 4 after 4096" in text and "critical batch, no cache      403" in text
+    assert main(["size", "course", "--hardware", "nope"]) != 0
+    assert "unknown hardware 'nope'" in capsys.readouterr().err
