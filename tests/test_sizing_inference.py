@@ -193,3 +193,10 @@ def test_size_prints_the_decode_roofline(capsys):
     assert "decode, batch 4 after 4096" in text and "critical batch, no cache      403" in text
     assert main(["size", "course", "--hardware", "nope"]) != 0
     assert "unknown hardware 'nope'" in capsys.readouterr().err
+
+
+def test_measured_hardware_feeds_the_roofline():
+    here = S.measured_hardware("here")
+    assert here.source == "measured" and set(here.peak_tflops) == {"fp32"}
+    step = S.decode_step(ModelConfig.preset("course"), here, 1, 8, "fp32")
+    assert step.seconds > 0 and step.bound in ("compute", "memory")
