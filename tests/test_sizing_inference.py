@@ -200,3 +200,22 @@ def test_measured_hardware_feeds_the_roofline():
     assert here.source == "measured" and set(here.peak_tflops) == {"fp32"}
     step = S.decode_step(ModelConfig.preset("course"), here, 1, 8, "fp32")
     assert step.seconds > 0 and step.bound in ("compute", "memory")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["course", "tinyllama-1.1b", "llama2-7b"]),
+    hardware=st.sampled_from(list(S.HARDWARE)),
+    batch=st.integers(1, 512),
+    context=st.integers(0, 2048),
+)
+def test_decode_time_grows_with_batch_and_context(name, hardware, batch, context):
+    config, hw = ModelConfig.preset(name), S.HARDWARE[hardware]
+    dtype = next(d for d in ("bf16", "fp16", "fp32") if d in hw.peak_tflops)
+    step = S.decode_step(config, hw, batch, context, dtype)
+    assert S.decode_step(config, hw, batch + 1, context, dtype).seconds >= step.seconds
+    assert S.decode_step(config, hw, batch, context + 1, dtype).seconds >= step.seconds
+    critical = S.critical_batch_size(config, hw, dtype, context)
+    assert step.bound == ("compute" if batch >= critical else "memory") or math.isclose(
+        batch, critical, rel_tol=1e-9
+    )

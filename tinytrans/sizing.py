@@ -155,7 +155,7 @@ class Hardware:
         return self.bandwidth_gbs * 1e9
 
 
-_GB, _GIB = 10**9, 2**30
+_GIB = 2**30
 
 #: Datasheet figures, dense (no 2:4 sparsity) peaks, for the roofline of section 5.9.
 HARDWARE: dict[str, Hardware] = {
@@ -172,7 +172,7 @@ HARDWARE: dict[str, Hardware] = {
                           "NVIDIA A100 datasheet"),
     # NVIDIA H100 datasheet (2023), SXM: 989 TFLOP/s bf16/fp16 dense, 67 fp32, 3.35 TB/s.
     "H100-SXM": Hardware("H100-SXM", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0,
-                                      "int8": 1979.0}, 3350.0, 80 * _GB,
+                                      "int8": 1979.0}, 3350.0, 80 * _GIB,
                          "NVIDIA H100 datasheet"),
     # NVIDIA T4 datasheet (Colab's free GPU): 65 TFLOP/s fp16 tensor, 8.1 fp32, 130 int8,
     # GDDR6 320 GB/s.
