@@ -219,3 +219,9 @@ def test_decode_time_grows_with_batch_and_context(name, hardware, batch, context
     assert step.bound == ("compute" if batch >= critical else "memory") or math.isclose(
         batch, critical, rel_tol=1e-9
     )
+
+
+def test_matmul_measurement_names_the_dtypes_it_can_time():
+    assert S.measure_matmul_flops(32, repeats=1, dtype="bf16") > 0
+    with pytest.raises(ValueError, match="fp32"):
+        S.measure_matmul_flops(32, dtype="int8")

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -977,34 +979,47 @@ def critical_batch_size(
     return (weights / hw.bandwidth) / per_sequence_gap
 
 
-def measure_memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
-    """This machine's memory bandwidth in bytes/s: the best of ``repeats`` copies of an
-    ``n_bytes`` float32 tensor, counting the read and the write (section 5.9)."""
-    _check_count("n_bytes", n_bytes)
+def _median_seconds(call: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall-clock seconds of ``call`` over ``repeats`` runs after ``warmup`` runs: the
+    median resists the outliers of a shared machine better than the mean."""
     _check_count("repeats", repeats)
-    source = torch.ones(max(1, n_bytes // 4))
-    target = torch.empty_like(source)
-    best = math.inf
+    for _ in range(warmup):
+        call()
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.numel() * 4 / best
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def measure_matmul_flops(size: int = 1024, repeats: int = 5, dtype: DType = "fp32") -> float:
-    """This machine's matmul rate in FLOP/s: the best of ``repeats`` products of two
-    ``size x size`` matrices (``2·size³`` FLOPs each), a practical peak (section 5.9)."""
+def measure_memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """This machine's memory bandwidth in bytes/s: copies of an ``n_bytes`` float32 tensor
+    (median of ``repeats``, after one warm-up), counting the read and the write (section 5.9).
+
+    ``n_bytes`` should exceed the CPU's caches, or the copy measures the cache instead.
+    """
+    _check_count("n_bytes", n_bytes)
+    source = torch.ones(max(1, n_bytes // 4))
+    target = torch.empty_like(source)
+    seconds = _median_seconds(lambda: target.copy_(source), repeats, warmup=1)
+    return 2 * source.numel() * 4 / seconds
+
+
+def measure_matmul_flops(size: int = 1024, repeats: int = 7, dtype: DType = "fp32") -> float:
+    """This machine's achievable matmul rate in FLOP/s: products of two ``size x size``
+    matrices (``2·size³`` FLOPs each, median of ``repeats`` after two warm-ups), the practical
+    peak of the roofline and of the benchmarks' MFU (section 5.9)."""
     _check_count("size", size)
-    _check_count("repeats", repeats)
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    a = torch.randn(size, size, dtype=torch_dtype[canonical_dtype(dtype)])
-    best = math.inf
-    for _ in range(repeats + 1):  # the first product warms up
-        start = time.perf_counter()
-        torch.mm(a, a)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    name = canonical_dtype(dtype)
+    if name not in torch_dtype:
+        raise ValueError(
+            f"dtype must be one of {sorted(torch_dtype)} to time a matmul, got {dtype!r}."
+        )
+    a = torch.randn(size, size, dtype=torch_dtype[name])
+    b = torch.randn(size, size, dtype=torch_dtype[name])
+    return 2 * size**3 / _median_seconds(lambda: a @ b, repeats, warmup=2)
 
 
 def measured_hardware(name: str = "this machine", dtype: DType = "fp32") -> Hardware:
