@@ -19,6 +19,10 @@ Conventions (stated once, used everywhere):
   comparing with MFUs published on that basis (section 5.5).
 * Training memory follows a precision recipe of :mod:`tinytrans.precision` (``fp32``,
   ``bf16-mixed``, ``fp16-mixed``, ``bf16-true``), the names the Trainer runs (section 5.4).
+* Speed and money come from one hardware table, :data:`HARDWARE` (datasheet dense peaks per
+  dtype and memory bandwidth): a step takes ``max(FLOPs / peak, bytes / bandwidth)`` plus a
+  measured overhead (the roofline, section 5.9), ZeRO divides the training states over the
+  devices (section 5.10), and a price per GPU-hour turns FLOPs into dollars (section 5.11).
 """
 
 from __future__ import annotations
