@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from tinytrans import sizing
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: The FLOP count behind every MFU the benchmarks report: chapter 5's, from tinytrans.sizing.
@@ -57,11 +59,9 @@ def median(values: list[float]) -> float:
 
 
 def measure_matmul_peak(n: int = 1024, repeats: int = 7, dtype=torch.float32) -> float:
-    """This machine's achievable fp32 matmul rate in FLOP/s (median of ``repeats``)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    times = time_call(lambda: a @ b, repeats=repeats, warmup=2)
-    return 2 * n**3 / median(times)
+    """This machine's achievable fp32 matmul rate in FLOP/s (median of ``repeats``): chapter 5's
+    :func:`tinytrans.sizing.measure_matmul_flops`, the one home of the measurement."""
+    return sizing.measure_matmul_flops(n, repeats, dtype)
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

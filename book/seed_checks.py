@@ -51,8 +51,9 @@ __all__ = [
     "seed_summary",
 ]
 
-#: The Raspberry Pi Zero 2 W's memory, 512 MB of LPDDR2 (a hardware fact, not a computation).
-PI_ZERO_2_W_BYTES = 512 * 2**20
+#: The Raspberry Pi Zero 2 W's memory, 512 MB of LPDDR2 (a hardware fact, not a computation),
+#: from the hardware table of :mod:`tinytrans.sizing`, its one home.
+PI_ZERO_2_W_BYTES = S.HARDWARE["Pi-Zero-2W"].memory_bytes
 
 #: The seeds by id, as titled in their first heading.
 SEED_TITLES: dict[str, str] = {

@@ -19,12 +19,19 @@ Conventions (stated once, used everywhere):
   comparing with MFUs published on that basis (section 5.5).
 * Training memory follows a precision recipe of :mod:`tinytrans.precision` (``fp32``,
   ``bf16-mixed``, ``fp16-mixed``, ``bf16-true``), the names the Trainer runs (section 5.4).
+* Speed and money come from one hardware table, :data:`HARDWARE` (datasheet dense peaks per
+  dtype and memory bandwidth): a step takes ``max(FLOPs / peak, bytes / bandwidth)`` plus a
+  measured overhead (the roofline, section 5.9), ZeRO divides the training states over the
+  devices (section 5.10), and a price per GPU-hour turns FLOPs into dollars (section 5.11).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -39,14 +46,20 @@ __all__ = [
     "CHINCHILLA_REFIT",
     "CHINCHILLA_TOKENS_PER_PARAM",
     "DTYPE_BYTES",
+    "HARDWARE",
     "OPTIMIZER_STATE_BYTES",
     "PEAK_TFLOPS",
+    "ZERO_STAGES",
     "ChinchillaFit",
     "ComputeOptimal",
+    "Hardware",
     "ParameterBreakdown",
     "SizingSummary",
+    "StepTime",
+    "TrainingCost",
     "TrainingMemory",
     "activation_bytes",
+    "affordable_flops",
     "attention_matrix_bytes",
     "batches_per_epoch",
     "canonical_dtype",
@@ -54,21 +67,30 @@ __all__ = [
     "chinchilla_optimal",
     "chinchilla_tokens",
     "count_parameters",
+    "critical_batch_size",
+    "decode_step",
     "dtype_bytes",
     "format_bytes",
     "format_count",
     "format_duration",
     "format_flops",
     "forward_flops_per_token",
+    "get_hardware",
     "kv_cache_bytes",
     "layer_activation_bytes",
     "layer_detail",
     "loss_optimal",
+    "matmul_parameters",
+    "measure_matmul_flops",
+    "measure_memory_bandwidth",
     "measured_activation_bytes",
+    "measured_hardware",
     "optimizer_state_bytes",
     "parameter_breakdown",
+    "prefill_step",
     "summary",
     "tokens_per_second",
+    "training_cost",
     "training_flops",
     "training_flops_per_token",
     "training_memory",
@@ -77,6 +99,7 @@ __all__ = [
     "weight_bytes",
     "weight_bytes_table",
     "width_for_budget",
+    "zero_memory",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -105,13 +128,107 @@ _DTYPE_ALIASES: dict[str, str] = {
     "uint8": "int8",
 }
 
-#: Dense datasheet peaks in TFLOP/s (no sparsity), for time estimates.
+
+@dataclass(frozen=True)
+class Hardware:
+    """One accelerator's datasheet: dense peak TFLOP/s per dtype, memory bandwidth and capacity
+    (section 5.9).
+
+    ``peak_tflops`` maps a canonical dtype name (``"fp32"``, ``"bf16"``, ``"fp16"``,
+    ``"int8"``) to the dense peak (no sparsity) of the units that run it (tensor cores where
+    there are some). ``bandwidth_gbs`` is the memory bandwidth in GB/s (10**9 bytes/s).
+    """
+
+    name: str
+    peak_tflops: dict[str, float]
+    bandwidth_gbs: float
+    memory_bytes: int
+    source: str = ""
+
+    def peak_flops(self, dtype: DType = "bf16") -> float:
+        """Peak FLOP/s in ``dtype``; a ``ValueError`` names the dtypes this device lists."""
+        name = canonical_dtype(dtype)
+        if name not in self.peak_tflops:
+            raise ValueError(
+                f"{self.name} has no {name} peak in the table; use one of "
+                f"{sorted(self.peak_tflops)}."
+            )
+        return self.peak_tflops[name] * 1e12
+
+    @property
+    def bandwidth(self) -> float:
+        """Memory bandwidth in bytes/s."""
+        return self.bandwidth_gbs * 1e9
+
+
+_GIB = 2**30
+
+#: Datasheet figures, dense (no 2:4 sparsity) peaks, for the roofline of section 5.9.
+HARDWARE: dict[str, Hardware] = {
+    # NVIDIA V100 SXM2 datasheet (2020): 125 TFLOP/s fp16 tensor, 15.7 fp32, HBM2 900 GB/s.
+    "V100": Hardware("V100", {"fp16": 125.0, "fp32": 15.7}, 900.0, 32 * _GIB,
+                     "NVIDIA V100 datasheet"),
+    # NVIDIA A100 datasheet (2021): 312 TFLOP/s bf16/fp16, 19.5 fp32, 624 int8 (dense);
+    # 40GB SXM: 1,555 GB/s; 80GB SXM: 2,039 GB/s.
+    "A100-40GB": Hardware("A100-40GB", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5,
+                                        "int8": 624.0}, 1555.0, 40 * _GIB,
+                          "NVIDIA A100 datasheet"),
+    "A100-80GB": Hardware("A100-80GB", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5,
+                                        "int8": 624.0}, 2039.0, 80 * _GIB,
+                          "NVIDIA A100 datasheet"),
+    # NVIDIA H100 datasheet (2023), SXM: 989 TFLOP/s bf16/fp16 dense, 67 fp32, 3.35 TB/s.
+    "H100-SXM": Hardware("H100-SXM", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0,
+                                      "int8": 1979.0}, 3350.0, 80 * _GIB,
+                         "NVIDIA H100 datasheet"),
+    # NVIDIA T4 datasheet (Colab's free GPU): 65 TFLOP/s fp16 tensor, 8.1 fp32, 130 int8,
+    # GDDR6 320 GB/s.
+    "T4": Hardware("T4", {"fp16": 65.0, "fp32": 8.1, "int8": 130.0}, 320.0, 16 * _GIB,
+                   "NVIDIA T4 datasheet"),
+    # NVIDIA L4 datasheet: 121 TFLOP/s bf16/fp16 dense (242 with sparsity), 30.3 fp32,
+    # 300 GB/s.
+    "L4": Hardware("L4", {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3, "int8": 242.0}, 300.0,
+                   24 * _GIB, "NVIDIA L4 datasheet"),
+    # NVIDIA Ada whitepaper, RTX 4090: 165.2 TFLOP/s fp16/bf16 tensor with fp32 accumulate
+    # (dense), 82.6 fp32, GDDR6X 1,008 GB/s.
+    "RTX-4090": Hardware("RTX-4090", {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6}, 1008.0,
+                         24 * _GIB, "NVIDIA Ada Lovelace architecture whitepaper"),
+    # NVIDIA Ampere GA102 whitepaper, RTX 3090: 71 TFLOP/s fp16 tensor with fp32 accumulate,
+    # 35.6 fp32, GDDR6X 936 GB/s.
+    "RTX-3090": Hardware("RTX-3090", {"bf16": 71.0, "fp16": 71.0, "fp32": 35.6}, 936.0,
+                         24 * _GIB, "NVIDIA Ampere GA102 whitepaper"),
+    # Apple M2 press release (2022): 10-core GPU, 3.6 TFLOP/s fp32 (the same rate in fp16),
+    # 100 GB/s unified memory (8 GB in the base model).
+    "M2": Hardware("M2", {"fp16": 3.6, "fp32": 3.6}, 100.0, 8 * _GIB,
+                   "Apple M2 announcement"),
+    # Raspberry Pi Zero 2 W (seed 004's target): 4 Cortex-A53 cores at 1 GHz, each one 2-lane
+    # fp32 fused multiply-add per cycle (64-bit NEON datapath): 4 x 1e9 x 4 = 16 GFLOP/s; 512 MB
+    # of 32-bit LPDDR2 at 900 MT/s = 3.6 GB/s (derived from the product brief, not measured).
+    "Pi-Zero-2W": Hardware("Pi-Zero-2W", {"fp32": 0.016}, 3.6, 512 * 2**20,
+                           "Raspberry Pi Zero 2 W product brief; derived"),
+}  # fmt: skip
+
+
+def get_hardware(name: str | Hardware) -> Hardware:
+    """The :data:`HARDWARE` row called ``name`` (a :class:`Hardware` is returned as is)
+    (section 5.9)."""
+    if isinstance(name, Hardware):
+        return name
+    if name not in HARDWARE:
+        raise ValueError(f"unknown hardware {name!r}; use one of {list(HARDWARE)}.")
+    return HARDWARE[name]
+
+
+#: Dense datasheet peaks in TFLOP/s (no sparsity), for time estimates (section 5.5): labelled
+#: views of :data:`HARDWARE` (the one source of the numbers), for the widgets' device menu.
 PEAK_TFLOPS: dict[str, float] = {
-    "V100 (fp16 tensor)": 125.0,
-    "A100 (bf16 tensor)": 312.0,
-    "H100 SXM (bf16 tensor)": 989.0,
-    "RTX 3090 (fp32)": 35.6,
-    "RTX 3090 (fp16 tensor)": 71.0,
+    f"{label} ({dtype}{' tensor' if tensor else ''})": HARDWARE[key].peak_tflops[dtype]
+    for label, key, dtype, tensor in (
+        ("V100", "V100", "fp16", True),
+        ("A100", "A100-40GB", "bf16", True),
+        ("H100 SXM", "H100-SXM", "bf16", True),
+        ("RTX 3090", "RTX-3090", "fp32", False),
+        ("RTX 3090", "RTX-3090", "fp16", True),
+    )
 }
 
 DType = str | torch.dtype
@@ -661,10 +778,16 @@ def forward_flops_per_token(
     plain 2N; ``True`` means ``"causal"``.
     """
     factor = _attention_factor(attention)
-    breakdown = parameter_breakdown(config)
-    matmul_params = breakdown.blocks + breakdown.final_norm + config.vocab_size * config.d_model
     context = config.context_length if context_length is None else context_length
-    return 2 * matmul_params + factor * config.n_layers * context * config.d_model
+    return 2 * matmul_parameters(config) + factor * config.n_layers * context * config.d_model
+
+
+def matmul_parameters(config: ModelConfig) -> int:
+    """The weights a forward token multiplies (and a decode step reads): every block
+    parameter, the final norm and the ``d_model x vocab`` head, tied or not; the embedding
+    lookups are left out (section 5.5)."""
+    breakdown = parameter_breakdown(config)
+    return breakdown.blocks + breakdown.final_norm + config.vocab_size * config.d_model
 
 
 def training_flops_per_token(
@@ -731,6 +854,276 @@ def batches_per_epoch(n_examples: int, batch_size: int, drop_last: bool = False)
     """Optimizer steps in one pass over ``n_examples`` (a partial last batch counts unless
     ``drop_last``, as in ``torch.utils.data.DataLoader``) (section 5.5)."""
     return n_examples // batch_size if drop_last else math.ceil(n_examples / batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference speed: the roofline of a prefill and of a decode step
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """The roofline estimate of one forward step (section 5.9).
+
+    ``seconds = max(flops / peak, bytes / bandwidth) + overhead``: the step is as slow as the
+    slower of its arithmetic and its memory traffic, plus a fixed cost (Python, kernel
+    launches) that neither explains. ``tokens`` is how many tokens the step processes.
+    """
+
+    flops: float
+    bytes: float
+    compute_seconds: float
+    memory_seconds: float
+    overhead_seconds: float
+    tokens: int
+
+    @property
+    def seconds(self) -> float:
+        return max(self.compute_seconds, self.memory_seconds) + self.overhead_seconds
+
+    @property
+    def bound(self) -> str:
+        """``"compute"`` or ``"memory"``: which roof the step hits."""
+        return "compute" if self.compute_seconds >= self.memory_seconds else "memory"
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOPs per byte moved."""
+        return self.flops / self.bytes
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+def _roofline(
+    flops: float, moved: float, hardware: Hardware, dtype: str, overhead: float, tokens: int
+) -> StepTime:
+    if overhead < 0:
+        raise ValueError(f"overhead_seconds must be >= 0, got {overhead}.")
+    compute = flops / hardware.peak_flops(dtype)
+    return StepTime(flops, moved, compute, moved / hardware.bandwidth, overhead, tokens)
+
+
+def decode_step(
+    config: ModelConfig,
+    hardware: str | Hardware,
+    batch_size: int = 1,
+    context_length: int | None = None,
+    dtype: DType = "bf16",
+    *,
+    overhead_seconds: float = 0.0,
+) -> StepTime:
+    """One decode step: ``batch_size`` sequences each add one token after ``context_length``
+    cached ones (default: the full context) (section 5.9).
+
+    FLOPs: per sequence :func:`forward_flops_per_token` with the new token attending to every
+    cached key (``attention="full"`` at that length). Bytes: every multiplied weight once
+    (:func:`matmul_parameters`, shared by the batch) plus each sequence's KV cache
+    (:func:`kv_cache_bytes`). At small batches the weights dominate: decode is memory-bound.
+    """
+    _check_count("batch_size", batch_size)
+    context = config.context_length if context_length is None else context_length
+    _check_count("context_length", context, allow_zero=True)
+    hw, name = get_hardware(hardware), canonical_dtype(dtype)
+    flops = batch_size * forward_flops_per_token(config, context, attention="full")
+    moved = weight_bytes(matmul_parameters(config), name) + kv_cache_bytes(
+        config, batch_size, context, name
+    )
+    return _roofline(flops, moved, hw, name, overhead_seconds, batch_size)
+
+
+def prefill_step(
+    config: ModelConfig,
+    hardware: str | Hardware,
+    batch_size: int = 1,
+    prompt_length: int | None = None,
+    dtype: DType = "bf16",
+    *,
+    overhead_seconds: float = 0.0,
+) -> StepTime:
+    """The prefill of ``batch_size`` prompts of ``prompt_length`` tokens (section 5.9).
+
+    FLOPs: every prompt token's forward pass (causal attention count); bytes: the weights once
+    plus the KV cache written. Hundreds of tokens share each weight read, so prefill is
+    compute-bound.
+    """
+    _check_count("batch_size", batch_size)
+    length = config.context_length if prompt_length is None else prompt_length
+    _check_count("prompt_length", length)
+    hw, name = get_hardware(hardware), canonical_dtype(dtype)
+    tokens = batch_size * length
+    flops = tokens * forward_flops_per_token(config, length)
+    moved = weight_bytes(matmul_parameters(config), name) + kv_cache_bytes(
+        config, batch_size, length, name
+    )
+    return _roofline(flops, moved, hw, name, overhead_seconds, tokens)
+
+
+def critical_batch_size(
+    config: ModelConfig,
+    hardware: str | Hardware,
+    dtype: DType = "bf16",
+    context_length: int = 0,
+) -> float:
+    """The decode batch at which :func:`decode_step` turns compute-bound (section 5.9).
+
+    Per sequence a step costs ``F`` FLOPs and reads ``K`` bytes of cache; the ``W`` weight
+    bytes are shared. Compute time equals memory time at ``B = (W / bw) / (F / peak - K / bw)``;
+    ``math.inf`` when the cache alone outpaces the arithmetic (then no batch is compute-bound).
+    With no cache (``context_length=0``) ``F = 2N`` and ``W = N x bytes``, so
+    ``B = peak / bandwidth x bytes per parameter / 2``.
+    """
+    one = decode_step(config, hardware, 1, context_length, dtype)
+    weights = weight_bytes(matmul_parameters(config), canonical_dtype(dtype))
+    hw = get_hardware(hardware)
+    per_sequence_gap = one.compute_seconds - (one.bytes - weights) / hw.bandwidth
+    if per_sequence_gap <= 0:
+        return math.inf
+    return (weights / hw.bandwidth) / per_sequence_gap
+
+
+def _median_seconds(call: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall-clock seconds of ``call`` over ``repeats`` runs after ``warmup`` runs: the
+    median resists the outliers of a shared machine better than the mean."""
+    _check_count("repeats", repeats)
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """This machine's memory bandwidth in bytes/s: copies of an ``n_bytes`` float32 tensor
+    (median of ``repeats``, after one warm-up), counting the read and the write (section 5.9).
+
+    ``n_bytes`` should exceed the CPU's caches, or the copy measures the cache instead.
+    """
+    _check_count("n_bytes", n_bytes)
+    source = torch.ones(max(1, n_bytes // 4))
+    target = torch.empty_like(source)
+    seconds = _median_seconds(lambda: target.copy_(source), repeats, warmup=1)
+    return 2 * source.numel() * 4 / seconds
+
+
+def measure_matmul_flops(size: int = 1024, repeats: int = 7, dtype: DType = "fp32") -> float:
+    """This machine's achievable matmul rate in FLOP/s: products of two ``size x size``
+    matrices (``2·size³`` FLOPs each, median of ``repeats`` after two warm-ups), the practical
+    peak of the roofline and of the benchmarks' MFU (section 5.9)."""
+    _check_count("size", size)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    name = canonical_dtype(dtype)
+    if name not in torch_dtype:
+        raise ValueError(
+            f"dtype must be one of {sorted(torch_dtype)} to time a matmul, got {dtype!r}."
+        )
+    a = torch.randn(size, size, dtype=torch_dtype[name])
+    b = torch.randn(size, size, dtype=torch_dtype[name])
+    return 2 * size**3 / _median_seconds(lambda: a @ b, repeats, warmup=2)
+
+
+def measured_hardware(name: str = "this machine", dtype: DType = "fp32") -> Hardware:
+    """A :class:`Hardware` row measured here: :func:`measure_matmul_flops` and
+    :func:`measure_memory_bandwidth` (section 5.9)."""
+    peak = measure_matmul_flops(dtype=dtype)
+    return Hardware(
+        name, {canonical_dtype(dtype): peak / 1e12}, measure_memory_bandwidth() / 1e9, 0,
+        "measured",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Training across devices: ZeRO
+# --------------------------------------------------------------------------------------------
+
+#: What each ZeRO stage shards across the data-parallel devices (Rajbhandari et al., 2020);
+#: PyTorch's FSDP with full sharding is stage 3 (section 5.10).
+ZERO_STAGES: dict[int, str] = {
+    0: "DDP: every device holds everything",
+    1: "optimizer states sharded",
+    2: "+ gradients sharded",
+    3: "+ parameters sharded (FSDP full shard)",
+}
+
+
+def zero_memory(memory: TrainingMemory, n_devices: int, stage: int) -> TrainingMemory:
+    """Per-device training memory under ZeRO ``stage`` over ``n_devices`` (section 5.10).
+
+    Stage 1 divides the optimizer state (with the fp32 master copy, which the optimizer owns)
+    by ``n_devices``, stage 2 also the gradients, stage 3 also the weights. Activations belong
+    to each device's own micro-batch and are not divided.
+    """
+    _check_count("n_devices", n_devices)
+    if stage not in ZERO_STAGES:
+        raise ValueError(f"stage must be one of {sorted(ZERO_STAGES)}, got {stage!r}.")
+
+    def part(value: int, sharded_from: int) -> int:
+        return math.ceil(value / n_devices) if stage >= sharded_from else value
+
+    return TrainingMemory(
+        weights=part(memory.weights, 3),
+        gradients=part(memory.gradients, 2),
+        optimizer=part(memory.optimizer, 1),
+        master_weights=part(memory.master_weights, 1),
+        activations=memory.activations,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Cost
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """GPU-hours and money to execute a compute budget (section 5.11)."""
+
+    flops: float
+    gpu_hours: float
+    price_per_gpu_hour: float
+
+    @property
+    def dollars(self) -> float:
+        return self.gpu_hours * self.price_per_gpu_hour
+
+
+def training_cost(
+    flops: float,
+    hardware: str | Hardware,
+    price_per_gpu_hour: float,
+    *,
+    mfu: float = 0.4,
+    dtype: DType = "bf16",
+) -> TrainingCost:
+    """What ``flops`` of training cost on ``hardware`` at ``mfu`` x its ``dtype`` peak and
+    ``price_per_gpu_hour`` (section 5.11). GPU-hours do not depend on how many devices share
+    the work (at a fixed MFU), only the wall-clock time does."""
+    if price_per_gpu_hour < 0:
+        raise ValueError(f"price_per_gpu_hour must be >= 0, got {price_per_gpu_hour}.")
+    peak = get_hardware(hardware).peak_flops(dtype) / 1e12
+    return TrainingCost(flops, training_seconds(flops, peak, mfu) / 3600, price_per_gpu_hour)
+
+
+def affordable_flops(
+    dollars: float,
+    hardware: str | Hardware,
+    price_per_gpu_hour: float,
+    *,
+    mfu: float = 0.4,
+    dtype: DType = "bf16",
+) -> float:
+    """The training compute ``dollars`` buy: the inverse of :func:`training_cost`
+    (section 5.11)."""
+    if dollars < 0 or price_per_gpu_hour <= 0:
+        raise ValueError(
+            f"need dollars >= 0 and price_per_gpu_hour > 0, got {dollars}, {price_per_gpu_hour}."
+        )
+    peak = get_hardware(hardware).peak_flops(dtype)
+    return dollars / price_per_gpu_hour * 3600 * peak * mfu
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ Examples::
     tinytrans size llama-40m --batch-size 8 --precision bf16-mixed --tokens 2e9
     tinytrans size --config runs/shakespeare/metrics.json --json
     tinytrans size course --d-model 256 --n-layers 6 --peak-tflops 312
+    tinytrans size llama2-7b --hardware T4
 
 Every number comes from :mod:`tinytrans.sizing` (section 5.8, "Everything at once, and the
-parameter explorer"); this module only lays out the rows.
+parameter explorer", and section 5.9, "Inference speed: prefill, decode and the critical
+batch"); this module only lays out the rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from tinytrans.cli.options import add_dataclass_flags, given, read_config_file
 from tinytrans.config import ModelConfig, preset_names
 from tinytrans.precision import LEGACY_NAMES, PRECISIONS, canonical_precision, get_precision
 
-__all__ = ["add_arguments", "resolve_config", "run", "size_tables", "sizing_summary"]
+__all__ = [
+    "DEFAULT_HARDWARE",
+    "add_arguments",
+    "decode_table",
+    "resolve_config",
+    "run",
+    "size_tables",
+    "sizing_summary",
+]
+
+#: The device of the decode table when ``--hardware`` is not given (a row of
+#: ``tinytrans.sizing.HARDWARE``; named here so that ``--help`` does not import torch).
+DEFAULT_HARDWARE = "A100-80GB"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mfu", type=float, default=0.4, help="model FLOPs utilisation (default: 0.4)"
+    )
+    parser.add_argument(
+        "--hardware",
+        default=DEFAULT_HARDWARE,
+        metavar="NAME",
+        help="device of the decode table, a row of tinytrans.sizing.HARDWARE such as T4, L4, "
+        f"H100-SXM (default: {DEFAULT_HARDWARE})",
     )
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     model = parser.add_argument_group("model (override the preset's values)")
@@ -143,6 +164,36 @@ def size_tables(summary: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
+def decode_table(summary: Any, hardware: str) -> tuple[str, list[tuple[str, str]]]:
+    """(title, rows) of the roofline on ``hardware``: prefill and decode tokens/s and the
+    critical batch, in the inference dtype if the device lists it (else its first of bf16,
+    fp16, fp32) (section 5.9)."""
+    from tinytrans import sizing
+
+    device = sizing.get_hardware(hardware)
+    dtype = next(
+        d for d in (summary.dtype, "bf16", "fp16", "fp32", *device.peak_tflops)
+        if d in device.peak_tflops
+    )  # fmt: skip
+    config, batch, context = summary.config, summary.batch_size, summary.context_length
+    prefill = sizing.prefill_step(config, device, batch, context, dtype)
+    single = sizing.decode_step(config, device, 1, context, dtype)
+    rows = [
+        (f"prefill, batch {batch} x {context}", f"{prefill.tokens_per_second:,.0f} tokens/s"),
+        (f"decode, batch 1 after {context}",
+         f"{single.tokens_per_second:,.0f} tokens/s ({single.seconds * 1e3:.3g} ms/token, "
+         f"{single.bound}-bound)"),
+        ("critical batch, no cache", f"{sizing.critical_batch_size(config, device, dtype):.0f}"),
+        (f"critical batch, {context} cached",
+         f"{sizing.critical_batch_size(config, device, dtype, context):.4g}"),
+    ]  # fmt: skip
+    if batch > 1:
+        batched = sizing.decode_step(config, device, batch, context, dtype)
+        rate = f"{batched.tokens_per_second:,.0f} tokens/s ({batched.bound}-bound)"
+        rows.insert(2, (f"decode, batch {batch} after {context}", rate))
+    return f"decode roofline ({device.name}, {dtype}, no overhead)", rows
+
+
 def _write_tables(tables: list[tuple[str, list[tuple[str, str]]]], stream: TextIO) -> None:
     width = max(len(label) for _, rows in tables for label, _ in rows)
     for index, (title, rows) in enumerate(tables):
@@ -154,8 +205,13 @@ def _write_tables(tables: list[tuple[str, list[tuple[str, str]]]], stream: TextI
 def run(args: argparse.Namespace) -> int:
     """Print the tables (or ``--json``) to stdout (section 5.8)."""
     summary = sizing_summary(args)
+    if not args.json:
+        from tinytrans import sizing
+
+        sizing.get_hardware(args.hardware)  # a bad name fails before any table is printed
     if args.json:
         sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
     else:
-        _write_tables(size_tables(summary), sys.stdout)
+        tables = [*size_tables(summary), decode_table(summary, args.hardware)]
+        _write_tables(tables, sys.stdout)
     return 0
