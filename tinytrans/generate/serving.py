@@ -2,11 +2,14 @@
 
 :class:`ContinuousBatcher` decodes requests of different lengths together in a fixed number
 of batch rows; :func:`latency_profile`, :func:`peak_rss_mb` and :func:`check_budget` measure
-a model against seed 004's on-device budgets.
+a model against seed 004's on-device budgets; :func:`request_timings` and
+:func:`ttft_summary` split each request's latency into time to first token (the prefill)
+and the time between later tokens.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
@@ -26,9 +29,12 @@ __all__ = [
     "LATENCY_BUDGET_MS",
     "RSS_BUDGET_MB",
     "ContinuousBatcher",
+    "RequestTiming",
     "check_budget",
     "latency_profile",
     "peak_rss_mb",
+    "request_timings",
+    "ttft_summary",
 ]
 
 #: Seed 004's on-device budgets for the course model (section 4.10): p95 latency and peak RSS.
@@ -255,6 +261,72 @@ def latency_profile(
         "mean_ms": sum(ms) / len(ms),
         "max_ms": max(ms),
         "tokens_per_s": produced / sum(times),
+    }
+
+
+@dataclass(frozen=True)
+class RequestTiming:
+    """One request's clock (section 4.10): prompt length, time to first token, the gaps after."""
+
+    prompt_tokens: int
+    ttft_ms: float  # prefill of the prompt plus the first token
+    inter_token_ms: tuple[float, ...]  # between consecutive later tokens
+
+    @property
+    def total_ms(self) -> float:
+        """The request's whole latency (section 4.10)."""
+        return self.ttft_ms + sum(self.inter_token_ms)
+
+
+def request_timings(
+    model: TinyTransformer,
+    prompts: Sequence[str | Sequence[int]],
+    max_new_tokens: int = 20,
+    *,
+    tokenizer: Tokenizer | None = None,
+    sampling: SamplingConfig | None = None,
+    seed: int = 0,
+    warmup: int = 2,
+) -> list[RequestTiming]:
+    """Time each prompt's first token and every later one, one request at a time (section 4.10).
+
+    The first token waits for the whole prompt to go through the model (the prefill); each
+    later token is one cached step. The first ``warmup`` prompts run untimed.
+    """
+    if not prompts:
+        raise ValueError("request_timings needs at least one prompt.")
+    if max_new_tokens < 1:
+        raise ValueError(
+            f"max_new_tokens must be >= 1 to time a first token, got {max_new_tokens}."
+        )
+    config = sampling or GREEDY
+    ids = [encode_prompt(model, tokenizer, p) for p in prompts]
+    rng = torch.Generator(device=model.device).manual_seed(seed)
+
+    def one(prompt: list[int]) -> RequestTiming:
+        stamps = [time.perf_counter()]
+        for _ in generate_tokens(model, prompt, max_new_tokens, sampling=config, generator=rng):
+            stamps.append(time.perf_counter())
+        gaps = [1000 * (b - a) for a, b in itertools.pairwise(stamps)]
+        return RequestTiming(len(prompt), gaps[0] if gaps else 0.0, tuple(gaps[1:]))
+
+    for prompt in ids[:warmup]:
+        one(prompt)
+    return [one(prompt) for prompt in ids]
+
+
+def ttft_summary(timings: Sequence[RequestTiming]) -> dict[str, float]:
+    """Median and nearest-rank p95 of time to first token and of inter-token latency (section 4.10)."""
+    if not timings:
+        raise ValueError("ttft_summary needs at least one timing.")
+    ttft = [t.ttft_ms for t in timings]
+    gaps = [g for t in timings for g in t.inter_token_ms] or [0.0]
+    return {
+        "n": len(timings),
+        "ttft_p50_ms": _percentile(ttft, 50),
+        "ttft_p95_ms": _percentile(ttft, 95),
+        "itl_p50_ms": _percentile(gaps, 50),
+        "itl_p95_ms": _percentile(gaps, 95),
     }
 
 
