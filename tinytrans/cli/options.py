@@ -82,7 +82,8 @@ HELP: dict[str, str] = {
     # TrainConfig (chapter 3)
     "max_steps": "stop after this many optimizer steps",
     "max_tokens": "stop after this many training tokens",
-    "max_time": "stop after this many seconds of training (evaluations included)",
+    "max_time": "stop after this many seconds of training (evaluations included); without "
+    "--preset or a shape flag the model is chosen for the time",
     "lr": "peak learning rate",
     "min_lr_ratio": "floor of the cosine schedule, as a fraction of --lr",
     "warmup_steps": "steps of linear warmup",

@@ -2,6 +2,7 @@
 
 Examples::
 
+    tinytrans train --max-time 90 --out runs/quick    # model, batch and lr chosen for 90 s
     tinytrans train --preset course --corpus shakespeare --max-time 180 --out runs/shakespeare
     tinytrans train --corpus my_text.txt --tokenizer bpe --vocab-size 1024 --max-steps 2000
     tinytrans train --out runs/shakespeare --resume          # continue from runs/.../last.pt
@@ -10,7 +11,11 @@ Examples::
     tinytrans train --config runs/shakespeare/metrics.json --out runs/again  # repeat a run
 
 Every ``ModelConfig`` and ``TrainConfig`` field is a flag. A new run's settings are layered:
-the defaults, the preset, the ``--config`` file, then the flags given. The data options
+the defaults, the preset, the ``--config`` file, then the flags given. With ``--max-time`` and
+neither a preset nor a shape flag (``--d-model``, ``--n-layers``, ``--context-length``...), the
+budget recipe (:mod:`tinytrans.train.budget`) takes the preset's place: it times the machine and
+chooses the model, batch, learning rate and warmup for the time, then prints what it chose; any
+flag given still wins. The data options
 (``--corpus``, ``--tokenizer``, ``--vocab-size``, ``--batch-size``, ...) are saved in the
 run's ``metrics.json`` next to its configs, so ``--config OUT/metrics.json`` rebuilds it.
 
@@ -51,6 +56,7 @@ __all__ = [
     "TRAIN_DEFAULTS",
     "RunSpec",
     "add_arguments",
+    "apply_budget_recipe",
     "check_device",
     "clear_run",
     "prepare_out_dir",
@@ -77,6 +83,8 @@ DATA_DEFAULTS: dict[str, Any] = {
 TRAIN_DEFAULTS: dict[str, Any] = {"lr": 2e-3, "out_dir": "runs/train"}
 #: Model fields set by the data options (the tokenizer decides the vocabulary).
 _DATA_MODEL_FIELDS = ("vocab_size", "context_length")
+#: Model fields that fix the model's size: given one, ``--max-time`` keeps the preset.
+_SHAPE_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "context_length")
 
 
 def _model_fields() -> list[str]:
@@ -102,7 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "repeat it; flags given here override the file (default: none)",
     )
     data.add_argument(
-        "--preset", default=suppress, choices=preset_names(), help="model preset (default: course)"
+        "--preset",
+        default=suppress,
+        choices=preset_names(),
+        help="model preset (default: course; with --max-time and no preset or shape flag, a "
+        "model, batch and learning rate chosen for the time on this machine)",
     )
     data.add_argument(
         "--corpus",
@@ -186,6 +198,13 @@ class RunSpec:
     model: ModelConfig
     train: dict[str, Any]
     data: dict[str, Any]
+    #: True when the budget recipe chooses the model (``--max-time`` without a preset or a
+    #: shape: :func:`tinytrans.train.budget.budget_recipe`).
+    budget: bool = False
+    #: The model flags given; they override the budget recipe's model too.
+    model_flags: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The train and data options set by a flag or the ``--config`` file (not defaults).
+    explicit: frozenset[str] = frozenset()
 
 
 def _config_sections(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -251,7 +270,42 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
         train_config_class()(**train)
     except TypeError as error:
         raise ConfigFileError(f"{source}: {error}") from None
-    return RunSpec(model=model, train=train, data=data)
+    budget = (
+        train.get("max_time") is not None
+        and not given(args, ["preset"])
+        and not sections["model"]
+        and not any(name in flags for name in _SHAPE_FIELDS)
+    )
+    explicit = {*sections["train"], *sections["data"], *given(args, _train_fields())}
+    explicit |= set(given(args, DATA_DEFAULTS))
+    return RunSpec(model, train, data, budget, flags, frozenset(explicit))
+
+
+def apply_budget_recipe(spec: RunSpec) -> tuple[RunSpec, Any]:
+    """The run the budget recipe chooses for ``spec``'s ``max_time`` on its device, with the
+    flags given still winning; prints what it chose. Returns the spec and the tokenizer it
+    trained to learn the vocabulary size (section 3.6)."""
+    from tinytrans.data import DataModule
+    from tinytrans.env import pick_device
+    from tinytrans.train.budget import budget_recipe
+
+    data = DataModule(
+        tokenizer=spec.data["tokenizer"], corpus=spec.data["corpus"],
+        vocab_size=spec.data["vocab_size"], sha256=spec.data["corpus_sha256"],
+    ).prepare()  # fmt: skip
+    device = str(pick_device(spec.train.get("device", "auto")))
+    recipe = budget_recipe(spec.train["max_time"], data.vocab_size, device)
+    model = recipe.model.replace(**spec.model_flags)
+    train = {**spec.train}
+    train.update({k: v for k, v in recipe.train_values().items() if k not in spec.explicit})
+    options = {**spec.data}  # the model config itself is saved in full with the run
+    if "batch_size" not in spec.explicit:
+        options["batch_size"] = recipe.batch_size
+    print(recipe.describe())
+    overridden = sorted(spec.explicit & {*recipe.train_values(), "batch_size"})
+    if overridden or spec.model_flags:
+        print(f"  given and kept: {', '.join([*overridden, *spec.model_flags])}")
+    return dataclasses.replace(spec, model=model, train=train, data=options), data.tokenizer
 
 
 def _check_values(values: dict[str, Any], label: Callable[[str], str] = flag_for) -> None:
@@ -345,9 +399,12 @@ def _fresh(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     from tinytrans.data import DataModule
 
     spec = resolve_run(args)  # every value checked before the data is loaded
+    tokenizer = spec.data["tokenizer"]
+    if spec.budget:
+        spec, tokenizer = apply_budget_recipe(spec)
     config = train_config_class()(**spec.train)
     data = DataModule(
-        tokenizer=spec.data["tokenizer"],
+        tokenizer=tokenizer,
         corpus=spec.data["corpus"],
         context_length=spec.model.context_length,
         batch_size=spec.data["batch_size"],

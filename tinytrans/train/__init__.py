@@ -10,6 +10,8 @@ The package mirrors the chapter:
   (sections 3.6, 3.9);
 * ``tinytrans.train.callbacks`` -- :class:`Callback` and the built-in ones: progress
   bar, console log, metrics file, samples, early stopping, time budget (section 3.6);
+* ``tinytrans.train.budget`` -- :func:`budget_recipe`, a model, batch and learning rate
+  chosen for a wall-clock budget (section 3.6);
 * ``tinytrans.train.loop`` -- :class:`Trainer`, :func:`fit_interleaved`,
   :func:`overfit_one_batch`, :func:`finetune` (sections 3.4, 3.6, 3.11).
 
@@ -30,6 +32,7 @@ from tinytrans import precision as _precision
 if TYPE_CHECKING:
     from tinytrans.checkpoint import CheckpointWriteError, load_checkpoint, save_model
     from tinytrans.evaluate import estimate_loss
+    from tinytrans.train.budget import BudgetRecipe, budget_recipe
     from tinytrans.train.callbacks import (
         Callback,
         ConsoleLog,
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from tinytrans.train.state import TrainState
 
 __all__ = [
+    "BudgetRecipe",
     "Callback",
     "CheckpointWriteError",
     "ConsoleLog",
@@ -71,6 +75,7 @@ __all__ = [
     "TrainState",
     "Trainer",
     "autocast_factory",
+    "budget_recipe",
     "cleanup_distributed",
     "default_callbacks",
     "estimate_loss",
@@ -90,6 +95,8 @@ __all__ = [
 _SOURCES: dict[str, str] = {
     "_dequantized_state": "tinytrans.checkpoint",
     "autocast_factory": "tinytrans.train.runtime",
+    "budget_recipe": "tinytrans.train.budget",
+    "BudgetRecipe": "tinytrans.train.budget",
     "build_optimizer": "tinytrans.train.loop",
     "Callback": "tinytrans.train.callbacks",
     "capture_rng": "tinytrans.train.state",

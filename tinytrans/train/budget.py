@@ -1,0 +1,253 @@
+"""A training recipe chosen for a wall-clock budget (section 3.6).
+
+A fixed preset is the wrong model for most budgets: in 90 seconds on two CPU cores the course
+model (1.8M parameters, 256-token windows) manages about 200 optimizer steps, half of them in
+warmup, and ends worse than a model half its size that takes 1,700. :func:`budget_recipe`
+chooses for the time given instead:
+
+1. It times a few real training steps of two shapes of a ladder of course-style models
+   (RoPE, RMSNorm, SwiGLU, tied embeddings) on the device, and fits ``step time = overhead +
+   FLOPs / rate`` (FLOPs per step from :func:`tinytrans.sizing.training_flops_per_token`,
+   the course's one FLOP convention).
+2. It predicts how many steps each rung of the ladder fits in the budget and picks the
+   largest rung that still gets :data:`MIN_STEPS` steps and :data:`MIN_TOKENS_PER_PARAMETER`
+   training tokens per parameter. Below that many steps warmup and noise dominate; below
+   that many tokens per parameter a smaller model trained longer does better. Both bounds
+   come from runs on this course's corpus, measured against nanoGPT's README recipe by
+   ``benchmarks/bench_nanogpt.py``.
+3. The learning rate falls with the width (``3e-3`` up to 128 dimensions, then as
+   ``1/sqrt(d_model)``), warmup is 5 % of the predicted steps, and evaluations take about
+   5 % of the time; the cosine horizon itself is set by the trainer's time probe.
+
+``tinytrans train --max-time T`` uses it unless a preset or the model's shape is given; any
+flag given (``--lr``, ``--batch-size``, ``--d-model``...) overrides the recipe's value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinytrans import sizing
+from tinytrans.config import ModelConfig
+
+__all__ = [
+    "LADDER",
+    "MIN_STEPS",
+    "MIN_TOKENS_PER_PARAMETER",
+    "BudgetRecipe",
+    "Rung",
+    "StepTimeModel",
+    "budget_recipe",
+    "fit_step_time",
+    "measure_step_seconds",
+]
+
+#: Fewer optimizer steps than this and the run is mostly warmup and noise.
+MIN_STEPS = 1500
+#: Fewer training tokens per parameter than this and a smaller model does better.
+MIN_TOKENS_PER_PARAMETER = 1.5
+#: Share of the budget the evaluations may take.
+EVAL_SHARE = 0.05
+#: Windows per evaluation: 8 batches, the noise of a loss estimate about 0.01 nats.
+EVAL_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One model of the ladder: its shape and the batch it trains with (section 3.6)."""
+
+    d_model: int
+    n_layers: int
+    context_length: int
+    batch_size: int
+
+    def config(self, vocab_size: int) -> ModelConfig:
+        """The course recipe at this shape: heads of 32 dimensions, SwiGLU at 8/3 d."""
+        d_ff = (8 * self.d_model // 3 + 7) // 8 * 8
+        return ModelConfig.preset(
+            "course", vocab_size=vocab_size, context_length=self.context_length,
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.d_model // 32, d_ff=d_ff,
+        ).replace(name=f"budget-{self.n_layers}x{self.d_model}")  # fmt: skip
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.context_length
+
+    def flops_per_step(self, vocab_size: int) -> int:
+        config = self.config(vocab_size)
+        return self.tokens_per_step * sizing.training_flops_per_token(config, self.context_length)
+
+
+#: From smallest to largest. The third is nanoGPT's README CPU shape, built the course's way.
+LADDER: tuple[Rung, ...] = (
+    Rung(64, 2, 64, 12),
+    Rung(96, 3, 64, 12),
+    Rung(128, 4, 64, 12),
+    Rung(160, 4, 128, 12),
+    Rung(192, 4, 128, 16),
+    Rung(256, 6, 128, 16),
+    Rung(384, 6, 256, 16),
+    Rung(512, 8, 256, 32),
+    Rung(768, 12, 512, 32),
+)
+
+
+@dataclass(frozen=True)
+class StepTimeModel:
+    """``seconds per step = overhead_s + FLOPs / flops_per_s``, fitted on this device
+    (section 3.6)."""
+
+    overhead_s: float
+    flops_per_s: float
+
+    def seconds(self, flops: float) -> float:
+        return self.overhead_s + flops / self.flops_per_s
+
+
+def fit_step_time(small: tuple[float, float], large: tuple[float, float]) -> StepTimeModel:
+    """The line through two ``(FLOPs per step, seconds per step)`` measurements (section 3.6).
+
+    A larger model that is not slower per FLOP than a smaller one is rate-limited only: then
+    the overhead is 0 and the rate is the larger one's."""
+    (f1, t1), (f2, t2) = small, large
+    if f2 <= f1:
+        raise ValueError("the second measurement must be of the larger model")
+    slope = (t2 - t1) / (f2 - f1)
+    if slope <= 0 or t1 - slope * f1 < 0:
+        return StepTimeModel(0.0, f2 / t2)
+    return StepTimeModel(t1 - slope * f1, 1.0 / slope)
+
+
+def measure_step_seconds(config: ModelConfig, batch_size: int, device: str = "cpu",
+                         steps: int = 2) -> float:  # fmt: skip
+    """Median seconds of a full training step (forward, backward, clip, AdamW) of ``config``
+    on random tokens, after one untimed step (section 3.6)."""
+    import torch
+
+    from tinytrans.model import TinyTransformer
+    from tinytrans.train.loop import optimizer_groups
+
+    generator = torch.Generator().manual_seed(0)
+    model = TinyTransformer(config).to(device).train()
+    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.1), lr=1e-4)
+    shape = (batch_size, config.context_length)
+    x = torch.randint(config.vocab_size, shape, generator=generator).to(device)
+    y = torch.randint(config.vocab_size, shape, generator=generator).to(device)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        float(loss.detach())  # waits for the device
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+@dataclass(frozen=True)
+class BudgetRecipe:
+    """What :func:`budget_recipe` chose and why (section 3.6)."""
+
+    seconds: float
+    device: str
+    model: ModelConfig
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    eval_interval: int
+    eval_batches: int
+    predicted_steps: int
+    step_seconds: float
+    step_time: StepTimeModel
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def parameters(self) -> int:
+        return sizing.count_parameters(self.model)
+
+    @property
+    def predicted_tokens(self) -> int:
+        return self.predicted_steps * self.batch_size * self.model.context_length
+
+    def train_values(self) -> dict[str, Any]:
+        """The :class:`~tinytrans.train.TrainConfig` fields the recipe sets."""
+        return {
+            "lr": self.lr, "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
+            "eval_batches": self.eval_batches, "eval_at_start": False,
+        }  # fmt: skip
+
+    def describe(self) -> str:
+        """One line for the console: the choice, its size and its prediction."""
+        m = self.model
+        return (
+            f"budget recipe for {sizing.format_duration(self.seconds)} on {self.device}: "
+            f"{m.n_layers} x {m.d_model} course-style model ({self.parameters:,} parameters), "
+            f"context {m.context_length}, batch {self.batch_size}, lr {self.lr:.1e}, warmup "
+            f"{self.warmup_steps}; about {self.predicted_steps:,} steps of "
+            f"{1e3 * self.step_seconds:.0f} ms, {sizing.format_count(self.predicted_tokens)} "
+            f"tokens ({self.predicted_tokens / self.parameters:.1f} per parameter)"
+        )
+
+
+def _lr_for_width(d_model: int) -> float:
+    return 3e-3 * min(1.0, math.sqrt(128 / d_model))
+
+
+def budget_recipe(
+    seconds: float,
+    vocab_size: int,
+    device: str = "cpu",
+    *,
+    step_seconds: Callable[[ModelConfig, int], float] | None = None,
+    ladder: tuple[Rung, ...] = LADDER,
+) -> BudgetRecipe:
+    """The largest rung of ``ladder`` that trains well in ``seconds`` on ``device``
+    (section 3.6).
+
+    ``step_seconds(config, batch_size)`` times one step; by default
+    :func:`measure_step_seconds` on ``device`` (about a second for both probes on a CPU).
+    Tests pass a model of a machine instead."""
+    if not seconds > 0:
+        raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
+    timer = step_seconds or (lambda config, batch: measure_step_seconds(config, batch, device))
+    probes = (ladder[0], ladder[min(3, len(ladder) - 1)])
+    measured = [(r.flops_per_step(vocab_size), timer(r.config(vocab_size), r.batch_size))
+                for r in probes]  # fmt: skip
+    model = fit_step_time(*measured)
+    training_seconds = seconds * (1 - EVAL_SHARE)
+    chosen, rejected = ladder[0], {}
+    for rung in ladder:
+        per_step = model.seconds(rung.flops_per_step(vocab_size))
+        steps = int(training_seconds / per_step)
+        tokens = steps * rung.tokens_per_step
+        params = sizing.count_parameters(rung.config(vocab_size))
+        name = f"{rung.n_layers}x{rung.d_model}"
+        if steps < MIN_STEPS:
+            rejected[name] = f"{steps:,} steps < {MIN_STEPS:,}"
+        elif tokens < MIN_TOKENS_PER_PARAMETER * params:
+            rejected[name] = f"{tokens / params:.2f} tokens per parameter"
+        else:
+            chosen = rung
+    per_step = model.seconds(chosen.flops_per_step(vocab_size))
+    steps = max(1, int(training_seconds / per_step))
+    evals = 10  # the trainer's time probe also times one evaluation
+    return BudgetRecipe(
+        seconds=seconds,
+        device=device,
+        model=chosen.config(vocab_size),
+        batch_size=chosen.batch_size,
+        lr=_lr_for_width(chosen.d_model),
+        warmup_steps=max(10, min(200, round(0.05 * steps))),
+        eval_interval=max(1, steps // evals),
+        eval_batches=EVAL_BATCHES,
+        predicted_steps=steps,
+        step_seconds=per_step,
+        step_time=model,
+        rejected=rejected,
+    )
