@@ -93,10 +93,12 @@ def run_paired(
     """Call ``arms[name](seed)`` for every seed and arm; results per arm in seed order (section 7.1).
 
     Before every call all random generators are seeded with ``seed``
-    (:func:`tinytrans.env.seed_everything`), so every arm starts from the same state for the
-    same seed: a model built first in the call gets the same initial weights wherever the shapes
-    agree, and a data module built with ``seed`` draws the same batches. Seeds run in the outer
-    loop, so a machine that slows down during the experiment slows all arms alike.
+    (:func:`tinytrans.env.seed_everything`), so every arm starts from the same random state for
+    the same seed: a data module built with ``seed`` draws the same batches in every arm, and arms
+    with the same model configuration get the same initial weights. Arms whose shapes differ draw
+    different initial weights (a model's constructor draws numbers for every layer), so they share
+    the batches, not the weights. Seeds run in the outer loop, so a machine that slows down during
+    the experiment slows all arms alike.
     """
     if not arms:
         raise ValueError("run_paired needs at least one arm, got none.")
