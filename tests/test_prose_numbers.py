@@ -61,6 +61,9 @@ NOT_FROM_THE_RUN: dict[str, dict[str, str]] = {
         "341.3": "8/3 x 128, derived in the prose",
         "2.2": "d_ff / d_model of the shape variants, from the printed widths",
     },
+    "07_more_decisions": {
+        "4.3": "Student's t critical value for 2 degrees of freedom at 5 %, a constant",
+    },
 }
 
 

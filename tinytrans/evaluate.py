@@ -36,6 +36,7 @@ from torch import nn
 from tinytrans.model import TinyTransformer, eval_mode, validate_ids
 
 __all__ = [
+    "bits_per_character",
     "estimate_loss",
     "ngram_loss",
     "perplexity",
@@ -94,6 +95,24 @@ def perplexity_from_loss(loss: float) -> float:
     """``exp(loss)``: a mean loss in nats as a perplexity, the effective number of equally
     likely next tokens (section 3.8)."""
     return math.exp(loss)
+
+
+def bits_per_character(loss: float, n_tokens: int, n_characters: int) -> float:
+    """A mean loss in nats per token as bits per character of the same text (section 7.3).
+
+    ``loss x n_tokens`` is the text's total negative log-likelihood in nats; divided by
+    ``n_characters`` and ``ln 2`` it is the bits each character costs. Unlike the loss per
+    token, this number compares models with different tokenizers, provided ``n_tokens`` and
+    ``n_characters`` count the same held-out text.
+    """
+    if n_tokens < 1 or n_characters < 1:
+        raise ValueError(
+            f"n_tokens and n_characters must be >= 1, got {n_tokens} and {n_characters}; "
+            "count the tokens and characters of the text the loss was measured on."
+        )
+    if not math.isfinite(loss):
+        raise ValueError(f"loss must be a finite number of nats per token, got {loss}.")
+    return loss * n_tokens / n_characters / math.log(2)
 
 
 @torch.no_grad()

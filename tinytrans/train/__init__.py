@@ -13,7 +13,9 @@ The package mirrors the chapter:
 * ``tinytrans.train.budget`` -- :func:`budget_recipe`, a model, batch and learning rate
   chosen for a wall-clock budget (section 3.6);
 * ``tinytrans.train.loop`` -- :class:`Trainer`, :func:`fit_interleaved`,
-  :func:`overfit_one_batch`, :func:`finetune` (sections 3.4, 3.6, 3.11).
+  :func:`overfit_one_batch`, :func:`finetune` (sections 3.4, 3.6, 3.11);
+* ``tinytrans.train.experiments`` -- :func:`run_paired` and :func:`paired_difference`,
+  paired-seed comparisons (section 7.1).
 
 Checkpoint files are read and written by :mod:`tinytrans.checkpoint` (re-exported here), which
 loads weights without the training loop.
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         default_callbacks,
     )
     from tinytrans.train.config import TrainConfig, lr_at
+    from tinytrans.train.experiments import PairedDifference, paired_difference, run_paired
     from tinytrans.train.loop import (
         Trainer,
         finetune,
@@ -68,6 +71,7 @@ __all__ = [
     "DistInfo",
     "EarlyStopping",
     "MetricsFile",
+    "PairedDifference",
     "ProgressBar",
     "Sampling",
     "TimeBudget",
@@ -86,7 +90,9 @@ __all__ = [
     "lr_at",
     "optimizer_groups",
     "overfit_one_batch",
+    "paired_difference",
     "resolve_precision",
+    "run_paired",
     "save_model",
 ]
 
@@ -119,11 +125,14 @@ _SOURCES: dict[str, str] = {
     "MetricsFile": "tinytrans.train.callbacks",
     "optimizer_groups": "tinytrans.train.loop",
     "overfit_one_batch": "tinytrans.train.loop",
+    "PairedDifference": "tinytrans.train.experiments",
+    "paired_difference": "tinytrans.train.experiments",
     "ProgressBar": "tinytrans.train.callbacks",
     "remove_stale_temporaries": "tinytrans.files",
     "resolve_device": "tinytrans.train.runtime",
     "resolve_precision": "tinytrans.train.runtime",
     "restore_rng": "tinytrans.train.state",
+    "run_paired": "tinytrans.train.experiments",
     "sample_text": "tinytrans.train.callbacks",
     "Sampling": "tinytrans.train.callbacks",
     "save_model": "tinytrans.checkpoint",
