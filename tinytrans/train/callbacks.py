@@ -174,7 +174,8 @@ class FinishOnTime(Callback):
         if steps < max(1, trainer.config.time_probe_steps):  # a pace from a few steps is noise
             return
         pace = (now - self.start[1]) / steps
-        fit = trainer.step + int(max(0.0, limit - now) / max(pace, 1e-9))
+        left = limit - now - trainer.last_eval_seconds  # keep the time of one evaluation
+        fit = trainer.step + int(max(0.0, left) / max(pace, 1e-9))
         if trainer.dist.enabled:
             shared = torch.tensor([fit], device=trainer.device)
             dist.broadcast(shared, src=0)
