@@ -42,6 +42,7 @@ __all__ = [
     "Callback",
     "ConsoleLog",
     "EarlyStopping",
+    "FinishOnTime",
     "MetricsFile",
     "ProgressBar",
     "Sampling",
@@ -138,6 +139,49 @@ class TimeBudget(Callback):
     def stop_reason(self, trainer: Trainer) -> str | None:
         limit = trainer.config.max_time
         return "max_time" if limit is not None and trainer.clock.tick() >= limit else None
+
+
+class FinishOnTime(Callback):
+    """With ``max_time``: move the cosine horizon in when the run falls behind, so that the
+    schedule reaches its floor by the time the budget runs out (section 3.6).
+
+    :class:`TimeBudget` fixes the horizon once, from the speed of the first steps. Later steps
+    can be slower (samples, evaluations, a machine that gets busy), and then the time runs out
+    part-way down the cosine. After the horizon is fixed, this callback measures the pace since
+    then at every step (loop wall clock per step, evaluations and samples included; from
+    ``time_probe_steps`` steps on) and, when
+    the steps left to the horizon would not fit in the time left, sets the horizon to the steps
+    that do. It only ever moves the horizon in, so the learning rate never rises again. Pass it
+    in ``callbacks=``; it changes nothing in a run without ``max_time``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: tuple[int, float] | None = None  # (step, clock) when the horizon was fixed
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.start = None  # after a pause or a resume, measure the pace afresh
+
+    def on_step(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        limit, horizon = trainer.config.max_time, trainer.horizon
+        if limit is None or horizon is None or not trainer.horizon_fixed:
+            return
+        now = trainer.clock.tick()
+        if self.start is None:
+            self.start = (trainer.step, now)
+            return
+        steps = trainer.step - self.start[0]
+        if steps < max(1, trainer.config.time_probe_steps):  # a pace from a few steps is noise
+            return
+        pace = (now - self.start[1]) / steps
+        left = limit - now - trainer.last_eval_seconds  # keep the time of one evaluation
+        fit = trainer.step + int(max(0.0, left) / max(pace, 1e-9))
+        if trainer.dist.enabled:
+            shared = torch.tensor([fit], device=trainer.device)
+            dist.broadcast(shared, src=0)
+            fit = int(shared)
+        if fit < horizon:
+            trainer.horizon = max(trainer.step, fit)
 
 
 class EarlyStopping(Callback):
