@@ -63,6 +63,8 @@ NOT_FROM_THE_RUN: dict[str, dict[str, str]] = {
     },
     "07_more_decisions": {
         "4.3": "Student's t critical value for 2 degrees of freedom at 5 %, a constant",
+        "3.3": "chapter 3's unigram loss of the characters (nats per character), quoted",
+        "2.5": "chapter 3's bigram loss of the characters (nats per character), quoted",
     },
 }
 
