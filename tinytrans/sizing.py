@@ -163,7 +163,7 @@ class Hardware:
 
 _GIB = 2**30
 
-#: Datasheet figures, dense (no 2:4 sparsity) peaks, for the roofline of section 5.9.
+#: Datasheet figures (dense peaks, without 2-of-4 sparsity) for the roofline of section 5.9.
 HARDWARE: dict[str, Hardware] = {
     # NVIDIA V100 SXM2 datasheet (2020): 125 TFLOP/s fp16 tensor, 15.7 fp32, HBM2 900 GB/s.
     "V100": Hardware("V100", {"fp16": 125.0, "fp32": 15.7}, 900.0, 32 * _GIB,
@@ -218,8 +218,8 @@ def get_hardware(name: str | Hardware) -> Hardware:
     return HARDWARE[name]
 
 
-#: Dense datasheet peaks in TFLOP/s (no sparsity), for time estimates (section 5.5): labelled
-#: views of :data:`HARDWARE` (the one source of the numbers), for the widgets' device menu.
+#: Dense datasheet peaks in TFLOP/s (without sparsity) for the time estimates of section 5.5,
+#: labelled views of :data:`HARDWARE` (the one source of the numbers) for the widgets' menu.
 PEAK_TFLOPS: dict[str, float] = {
     f"{label} ({dtype}{' tensor' if tensor else ''})": HARDWARE[key].peak_tflops[dtype]
     for label, key, dtype, tensor in (

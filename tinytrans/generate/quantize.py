@@ -132,7 +132,7 @@ def quantize_weights(model: TinyTransformer, scheme: str) -> TinyTransformer:
     """A float copy of ``model`` whose weights went through ``scheme`` (section 4.9).
 
     ``"bf16"`` rounds every parameter to bfloat16; the integer schemes of
-    :data:`WEIGHT_SCHEMES` fake-quantize every linear and embedding matrix (a tied head
+    ``WEIGHT_SCHEMES`` fake-quantize every linear and embedding matrix (a tied head
     once) and keep the norms in fp32. The copy computes in fp32, so its perplexity shows
     the cost of the rounding alone.
     """

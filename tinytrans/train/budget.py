@@ -211,7 +211,7 @@ def budget_recipe(
     (section 3.6).
 
     ``step_seconds(config, batch_size)`` times one step; by default
-    :func:`measure_step_seconds` on ``device`` (about a second for both probes on a CPU).
+    ``measure_step_seconds`` on ``device`` (about a second for both probes on a CPU).
     Tests pass a model of a machine instead."""
     if not seconds > 0:
         raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
