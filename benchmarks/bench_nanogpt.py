@@ -58,6 +58,7 @@ from tinytrans.data import DataModule, TokenDataset, iter_sequential_batches
 from tinytrans.evaluate import loss_sums
 from tinytrans.model import ModelConfig, TinyTransformer
 from tinytrans.train import TrainConfig, Trainer
+from tinytrans.train.budget import swiglu_d_ff
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The nanoGPT commit this benchmark was written against (master, December 2026).
@@ -192,9 +193,8 @@ def tinytrans_configs(shape: Shape, vocab_size: int) -> dict[str, ModelConfig]:
         "n_layers": shape.n_layers, "n_heads": shape.n_heads,
     }  # fmt: skip
     gpt2 = ModelConfig.preset("course-gpt2", **common, d_ff=4 * shape.d_model, bias=False)
-    # SwiGLU has three matrices: 8/3 d (to a multiple of 8) keeps the parameter count.
-    swiglu_ff = int(8 * shape.d_model / 3 + 7) // 8 * 8
-    course = ModelConfig.preset("course", **common, d_ff=swiglu_ff)
+    # SwiGLU has three matrices: 8/3 d keeps the parameter count (the budget recipe's rule).
+    course = ModelConfig.preset("course", **common, d_ff=swiglu_d_ff(shape.d_model))
     return {"gpt2-style": gpt2, "course": course}
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "budget_recipe",
     "fit_step_time",
     "measure_step_seconds",
+    "swiglu_d_ff",
 ]
 
 #: Fewer optimizer steps than this and the run is mostly warmup and noise.
@@ -54,6 +55,12 @@ MIN_TOKENS_PER_PARAMETER = 1.5
 EVAL_SHARE = 0.05
 #: Windows per evaluation: 8 batches, the noise of a loss estimate about 0.01 nats.
 EVAL_BATCHES = 8
+
+
+def swiglu_d_ff(d_model: int) -> int:
+    """SwiGLU's hidden width for about the parameters of a 4 d GELU FFN: 8/3 d, rounded up to
+    a multiple of 8 (section 3.6)."""
+    return (8 * d_model // 3 + 7) // 8 * 8
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class Rung:
 
     def config(self, vocab_size: int) -> ModelConfig:
         """The course recipe at this shape: heads of 32 dimensions, SwiGLU at 8/3 d."""
-        d_ff = (8 * self.d_model // 3 + 7) // 8 * 8
+        d_ff = swiglu_d_ff(self.d_model)
         return ModelConfig.preset(
             "course", vocab_size=vocab_size, context_length=self.context_length,
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.d_model // 32, d_ff=d_ff,
