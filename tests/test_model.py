@@ -18,6 +18,7 @@ from tinytrans.model import (
     POSITIONAL_CHOICES,
     PRESETS,
     ModelConfig,
+    RMSNorm,
     RotaryEmbedding,
     TinyTransformer,
     apply_rotary,
@@ -482,3 +483,23 @@ def test_rope_tables_grow_to_a_length_known_on_the_host():
     assert rope.cos.shape[0] >= 6 and cos.shape == (6, 8)
     again = RotaryEmbedding(head_dim=8, context_length=64)
     assert torch.allclose(cos, again(torch.arange(6))[0])  # standalone: bound read from the ids
+
+
+def test_gelu_exact_is_the_erf_form_and_gelu_the_tanh_form():
+    x = torch.randn(2, 5, 16)
+    for activation, approximate in (("gelu", "tanh"), ("gelu_exact", "none")):
+        config = ModelConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2,
+                             d_ff=24, activation=activation)  # fmt: skip
+        ffn = TinyTransformer(config).blocks[0].ffn
+        expected = ffn.down_proj(F.gelu(ffn.up_proj(x), approximate=approximate))
+        torch.testing.assert_close(ffn(x), expected, rtol=0, atol=0)
+
+
+def test_rms_norm_fast_path_matches_the_formula():
+    norm = RMSNorm(16, eps=1e-6)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(3, 7, 16, dtype=torch.float64).float()
+    formula = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), formula, rtol=1e-6, atol=1e-6)
+    half = x.to(torch.bfloat16)  # the autocast path keeps its float32 normalisation
+    assert norm(half).dtype == torch.float32

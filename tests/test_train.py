@@ -30,6 +30,7 @@ from tinytrans.train import (
     resolve_precision,
     save_model,
 )
+from tinytrans.train.loop import report_graph_breaks
 
 WORDS = [
     "the",
@@ -687,3 +688,24 @@ def test_old_import_paths_still_work():
     for name in ("sample_text", "seed_everything", "capture_rng", "restore_rng",
                  "tokenizer_to_text", "tokenizer_from_text", "CPU_AUTO_PRECISION"):  # fmt: skip
         assert hasattr(train, name), name
+
+
+# ------------------------------------------------------------------ the hot path
+
+
+def test_the_optimizer_is_fused_where_torch_has_a_fused_kernel():
+    trainer = Trainer(tiny_model(tiny_data().vocab_size), tiny_data(), quiet())
+    groups = trainer.optimizer.param_groups
+    has_cpu_kernel = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert all(bool(g.get("fused")) == has_cpu_kernel for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]  # the same two groups
+
+
+def test_compiled_training_matches_eager_and_has_no_graph_break():
+    eager = run(quiet(max_steps=3, eval_interval=100))
+    compiled = run(quiet(max_steps=3, eval_interval=100, compile=True))
+    assert compiled.engine is not compiled.model  # the step ran the compiled module
+    assert compiled.train_losses == pytest.approx(eager.train_losses, rel=1e-4)
+    assert report_graph_breaks() == 0
+    state = compiled.checkpoint_state()["model"]
+    assert not any(key.startswith("_orig_mod") for key in state)  # checkpoints stay plain

@@ -30,12 +30,12 @@ __all__ = [
 Positional = Literal["learned", "sinusoidal", "rope", "none"]
 NormKind = Literal["layernorm", "rmsnorm"]
 Placement = Literal["pre", "post"]
-Activation = Literal["relu", "gelu", "swiglu"]
+Activation = Literal["relu", "gelu", "gelu_exact", "swiglu"]
 
 POSITIONAL_CHOICES = ("learned", "sinusoidal", "rope", "none")
 NORM_CHOICES = ("layernorm", "rmsnorm")
 PLACEMENT_CHOICES = ("pre", "post")
-ACTIVATION_CHOICES = ("relu", "gelu", "swiglu")
+ACTIVATION_CHOICES = ("relu", "gelu", "gelu_exact", "swiglu")
 
 
 # --------------------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+_FUSED_RMS_NORM = hasattr(F, "rms_norm")
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019): rescale only, no centring, no bias (section 1.9)."""
 
@@ -75,6 +78,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and _FUSED_RMS_NORM:
+            # The same formula in one kernel per direction (torch >= 2.4): fewer passes over x.
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Normalise in float32 for stability under bf16/fp16 autocast.
         rms = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return (x.float() * rms).type_as(x) * self.weight
@@ -308,7 +314,11 @@ def causal_mask(
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (section 1.8)."""
+    """Position-wise MLP: down(act(up(x))), or SwiGLU's down(silu(gate(x)) * up(x)) (section 1.8).
+
+    ``gelu`` is GPT-2's tanh approximation (what its weights were trained with); ``gelu_exact``
+    is the erf form of ``nn.GELU()`` (BERT, nanoGPT), about 2.5x cheaper on an AVX2 CPU.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -324,6 +334,8 @@ class FeedForward(nn.Module):
             hidden = F.silu(self.gate_proj(x)) * self.up_proj(x)
         elif self.activation == "gelu":
             hidden = F.gelu(self.up_proj(x), approximate="tanh")
+        elif self.activation == "gelu_exact":
+            hidden = F.gelu(self.up_proj(x))
         else:
             hidden = F.relu(self.up_proj(x))
         return self.dropout(self.down_proj(hidden))

@@ -520,10 +520,11 @@ def attention_matrix_bytes(
 def _ffn_saved_widths(config: ModelConfig) -> int:
     """How many (tokens x d_ff) tensors the feed-forward keeps for backward.
 
-    ReLU: its output (also the down projection's input). GELU: its input and its output.
+    ReLU: its output (also the down projection's input). GELU (either form): its input and its
+    output.
     SwiGLU: the gate pre-activation, silu(gate), the up projection and their product.
     """
-    return {"relu": 1, "gelu": 2, "swiglu": 4}[config.activation]
+    return {"relu": 1, "gelu": 2, "gelu_exact": 2, "swiglu": 4}[config.activation]
 
 
 def layer_activation_bytes(

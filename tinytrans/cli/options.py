@@ -94,6 +94,8 @@ HELP: dict[str, str] = {
     "grad_accum_steps": "micro-batches per optimizer step",
     "precision": "numeric recipe (tinytrans.precision; older bf16/fp16 mean the mixed ones)",
     "gradient_checkpointing": "recompute activations in the backward pass to save memory",
+    "compile": "torch.compile the training forward: the first step compiles (tens of "
+    "seconds on a CPU), later steps run fused kernels",
     "seed": "seed of the weights, the batches and the samples",
     "eval_interval": "steps between evaluations",
     "eval_batches": "validation batches per evaluation (none: the whole split)",

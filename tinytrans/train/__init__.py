@@ -50,10 +50,12 @@ if TYPE_CHECKING:
     from tinytrans.train.experiments import PairedDifference, paired_difference, run_paired
     from tinytrans.train.loop import (
         Trainer,
+        compile_for_training,
         finetune,
         fit_interleaved,
         optimizer_groups,
         overfit_one_batch,
+        report_graph_breaks,
     )
     from tinytrans.train.runtime import (
         DistInfo,
@@ -83,6 +85,7 @@ __all__ = [
     "autocast_factory",
     "budget_recipe",
     "cleanup_distributed",
+    "compile_for_training",
     "default_callbacks",
     "estimate_loss",
     "finetune",
@@ -93,6 +96,7 @@ __all__ = [
     "optimizer_groups",
     "overfit_one_batch",
     "paired_difference",
+    "report_graph_breaks",
     "resolve_precision",
     "run_paired",
     "save_model",
@@ -113,6 +117,7 @@ _SOURCES: dict[str, str] = {
     "CHECKPOINT_VERSION": "tinytrans.checkpoint",
     "CheckpointWriteError": "tinytrans.checkpoint",
     "cleanup_distributed": "tinytrans.train.runtime",
+    "compile_for_training": "tinytrans.train.loop",
     "ConsoleLog": "tinytrans.train.callbacks",
     "CPU_AUTO_PRECISION": "tinytrans.train.runtime",
     "default_callbacks": "tinytrans.train.callbacks",
@@ -132,6 +137,7 @@ _SOURCES: dict[str, str] = {
     "paired_difference": "tinytrans.train.experiments",
     "ProgressBar": "tinytrans.train.callbacks",
     "remove_stale_temporaries": "tinytrans.files",
+    "report_graph_breaks": "tinytrans.train.loop",
     "resolve_device": "tinytrans.train.runtime",
     "resolve_precision": "tinytrans.train.runtime",
     "restore_rng": "tinytrans.train.state",

@@ -136,11 +136,12 @@ def measure_step_seconds(config: ModelConfig, batch_size: int, device: str = "cp
     import torch
 
     from tinytrans.model import TinyTransformer
-    from tinytrans.train.loop import optimizer_groups
+    from tinytrans.train.config import TrainConfig
+    from tinytrans.train.loop import build_optimizer
 
     generator = torch.Generator().manual_seed(0)
     model = TinyTransformer(config).to(device).train()
-    optimizer = torch.optim.AdamW(optimizer_groups(model, 0.1), lr=1e-4)
+    optimizer = build_optimizer(model, TrainConfig(max_steps=1, lr=1e-4))  # the trainer's
     shape = (batch_size, config.context_length)
     x = torch.randint(config.vocab_size, shape, generator=generator).to(device)
     y = torch.randint(config.vocab_size, shape, generator=generator).to(device)

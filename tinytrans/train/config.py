@@ -57,6 +57,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16-mixed | fp16-mixed
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the training forward (the first step compiles)
     seed: int = 1337
     # evaluation, samples, early stopping
     eval_interval: int = 200
@@ -125,7 +126,7 @@ class TrainConfig:
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"TrainConfig.{key} must be a string or None, got {value!r}.")
         for key in ("save_checkpoints", "progress", "log", "eval_at_start",
-                    "gradient_checkpointing"):  # fmt: skip
+                    "gradient_checkpointing", "compile"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(
                     f"TrainConfig.{key} must be True or False, got {getattr(self, key)!r}."
