@@ -180,3 +180,22 @@ def test_cli_trains_the_recipes_model(fake_machine, tmp_path, capsys):
     assert metrics["model_config"]["name"].startswith("budget-")
     assert metrics["stop_reason"] == "max_time"
     assert "budget recipe for 2 s" in capsys.readouterr().out
+
+
+def test_long_budgets_compile_the_step_and_short_ones_do_not():
+    assert not recipe(90).compile and not recipe(B.COMPILE_MIN_SECONDS - 1).compile
+    assert recipe(B.COMPILE_MIN_SECONDS).compile and recipe(600).compile
+    assert recipe(600).train_values()["compile"] is True
+    assert "compiled" in recipe(600).describe() and "compiled" not in recipe(90).describe()
+    assert not B.budget_recipe(600, VOCAB, step_seconds=reference_machine, compile=False).compile
+
+
+def test_no_compile_given_wins_over_the_recipe(fake_machine, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Now is the winter of our discontent\n" * 200)
+    args = ("--max-time", "600", "--corpus", str(corpus))
+    spec, _ = train_cli.apply_budget_recipe(_spec(*args))
+    assert spec.train["compile"] is True
+    spec, _ = train_cli.apply_budget_recipe(_spec(*args, "--no-compile"))
+    assert spec.train["compile"] is False
+    assert "given and kept: compile" in capsys.readouterr().out

@@ -709,3 +709,16 @@ def test_compiled_training_matches_eager_and_has_no_graph_break():
     assert report_graph_breaks() == 0
     state = compiled.checkpoint_state()["model"]
     assert not any(key.startswith("_orig_mod") for key in state)  # checkpoints stay plain
+
+
+def test_a_compilation_that_fails_warns_and_trains_uncompiled(monkeypatch):
+    class Broken(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda module: Broken())
+    with pytest.warns(UserWarning, match="torch.compile failed .RuntimeError: no C\\+\\+ compiler"):
+        trainer = run(quiet(max_steps=3, eval_interval=100, compile=True))
+    assert trainer.step == 3 and trainer.engine is trainer.model
+    eager = run(quiet(max_steps=3, eval_interval=100))
+    assert trainer.train_losses == eager.train_losses

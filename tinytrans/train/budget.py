@@ -35,6 +35,7 @@ from tinytrans import sizing
 from tinytrans.config import ModelConfig
 
 __all__ = [
+    "COMPILE_MIN_SECONDS",
     "LADDER",
     "MIN_STEPS",
     "MIN_TOKENS_PER_PARAMETER",
@@ -55,6 +56,10 @@ MIN_TOKENS_PER_PARAMETER = 1.5
 EVAL_SHARE = 0.05
 #: Windows per evaluation: 8 batches, the noise of a loss estimate about 0.01 nats.
 EVAL_BATCHES = 8
+#: From this budget on the recipe compiles the training step (``TrainConfig.compile``): the
+#: compilation costs tens of seconds on two CPU cores once, the compiled course-style step
+#: is about 1.2x faster, so it pays after a few minutes (``benchmarks/bench_nanogpt.py``).
+COMPILE_MIN_SECONDS = 300.0
 
 
 def swiglu_d_ff(d_model: int) -> int:
@@ -174,6 +179,7 @@ class BudgetRecipe:
     step_seconds: float
     step_time: StepTimeModel
     rejected: dict[str, str] = field(default_factory=dict)
+    compile: bool = False
 
     @property
     def parameters(self) -> int:
@@ -187,7 +193,7 @@ class BudgetRecipe:
         """The :class:`~tinytrans.train.TrainConfig` fields the recipe sets."""
         return {
             "lr": self.lr, "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
-            "eval_batches": self.eval_batches, "eval_at_start": False,
+            "eval_batches": self.eval_batches, "eval_at_start": False, "compile": self.compile,
         }  # fmt: skip
 
     def describe(self) -> str:
@@ -200,6 +206,7 @@ class BudgetRecipe:
             f"{self.warmup_steps}; about {self.predicted_steps:,} steps of "
             f"{1e3 * self.step_seconds:.0f} ms, {sizing.format_count(self.predicted_tokens)} "
             f"tokens ({self.predicted_tokens / self.parameters:.1f} per parameter)"
+            + ("; compiled (torch.compile)" if self.compile else "")
         )
 
 
@@ -214,13 +221,16 @@ def budget_recipe(
     *,
     step_seconds: Callable[[ModelConfig, int], float] | None = None,
     ladder: tuple[Rung, ...] = LADDER,
+    compile: bool | None = None,
 ) -> BudgetRecipe:
     """The largest rung of ``ladder`` that trains well in ``seconds`` on ``device``
     (section 3.6).
 
     ``step_seconds(config, batch_size)`` times one step; by default
     ``measure_step_seconds`` on ``device`` (about a second for both probes on a CPU).
-    Tests pass a model of a machine instead."""
+    Tests pass a model of a machine instead. ``compile``: compile the step; by default from
+    :data:`COMPILE_MIN_SECONDS` on (the rung is chosen from uncompiled step times, so a
+    compiled run has time to spare, which the trainer's time probe turns into steps)."""
     if not seconds > 0:
         raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
     timer = step_seconds or (lambda config, batch: measure_step_seconds(config, batch, device))
@@ -258,4 +268,5 @@ def budget_recipe(
         step_seconds=per_step,
         step_time=model,
         rejected=rejected,
+        compile=seconds >= COMPILE_MIN_SECONDS if compile is None else compile,
     )

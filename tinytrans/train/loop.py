@@ -300,6 +300,7 @@ class Trainer:
         self.model.gradient_checkpointing = self.config.gradient_checkpointing
         self._check_vocab(known_only=True)
         self.engine: nn.Module = self.model  # DistributedDataParallel(model) after setup()
+        self._eager_engine: nn.Module = self.model  # the engine before torch.compile
         self.optimizer = build_optimizer(self.model, self.config)
         scaling = get_precision(self.precision).loss_scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scaling)
@@ -344,6 +345,7 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.engine = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._eager_engine = self.engine
         if self.config.compile:
             self.engine = compile_for_training(self.engine)
         if self.out_dir is not None and self.dist.is_main and self.config.save_checkpoints:
@@ -502,7 +504,7 @@ class Trainer:
             sync = nullcontext() if last or not self.dist.enabled else self.engine.no_sync()  # type: ignore[operator]  # DDP's no_sync
             with sync:
                 with self.autocast():
-                    _, loss = self.engine(x, y)
+                    _, loss = self._forward(x, y)
                 self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             total += loss.detach().float()
         lr = self.lr_at(self.step)
@@ -524,6 +526,23 @@ class Trainer:
             self._snapshot = None
         return {"step": self.step, "loss": mean_loss, "local_loss": local, "lr": lr,
                 "grad_norm": grad_norm, "tokens": self.tokens_seen}  # fmt: skip
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training forward; a compilation that fails (no C++ compiler, an unsupported
+        platform) warns once and the run goes on uncompiled, instead of losing the run."""
+        try:
+            return self.engine(x, y)
+        except Exception as error:
+            if self.engine is self._eager_engine:
+                raise  # not a compilation problem: the error of the model itself
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            warnings.warn(
+                f"torch.compile failed ({type(error).__name__}: {first_line}); training "
+                "uncompiled. Pass compile=False (--no-compile) to skip the attempt.",
+                stacklevel=3,
+            )
+            self.engine = self._eager_engine
+            return self.engine(x, y)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's rows of the next global batch, on the device."""
