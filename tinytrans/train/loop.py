@@ -117,13 +117,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 
 def compile_for_training(module: nn.Module) -> nn.Module:
-    """``torch.compile(module)`` for the training forward and backward (section 3.9).
+    """``torch.compile(module)`` for the training forward and backward (section 3.12).
 
     Only the training step runs the compiled module; evaluation, samples and checkpoints use
     the plain model (the same weights), so no second graph is compiled for eval mode. The
     first step pays the compilation: on two CPU cores about 40 s for the course model, repaid
     after a few minutes of training at about 1.1x per step; on a GPU the fused kernels pay
-    sooner. Graph breaks, if any, are reported once by :func:`report_graph_breaks`.
+    sooner. Graph breaks, if any, are reported once by :func:`report_graph_breaks`
+    (section 3.12).
     """
     if not hasattr(torch, "compile"):
         raise RuntimeError("TrainConfig.compile needs torch.compile (torch >= 2.0).")
@@ -134,7 +135,8 @@ def report_graph_breaks() -> int:
     """Warn once with the count and reasons of ``torch.compile`` graph breaks; return the count.
 
     The course models compile to one graph; a break (a Python construct the compiler cannot
-    trace) splits the step into several graphs and gives back part of the speed-up.
+    trace) splits the step into several graphs and gives back part of the speed-up
+    (section 3.12).
     """
     try:
         from torch._dynamo.utils import counters
