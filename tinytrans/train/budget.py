@@ -56,8 +56,8 @@ MIN_TOKENS_PER_PARAMETER = 1.5
 EVAL_SHARE = 0.05
 #: Windows per evaluation: 8 batches, the noise of a loss estimate about 0.01 nats.
 EVAL_BATCHES = 8
-#: From this budget on the recipe compiles the training step (``TrainConfig.compile``): the
-#: compilation costs tens of seconds on two CPU cores once, the compiled course-style step
+#: From this budget on the recipe compiles the training step (``TrainConfig.compile``). The
+#: compilation costs tens of seconds on two CPU cores once and the compiled course-style step
 #: is about 1.2x faster, so it pays after a few minutes (``benchmarks/bench_nanogpt.py``).
 COMPILE_MIN_SECONDS = 300.0
 
@@ -229,7 +229,7 @@ def budget_recipe(
     ``step_seconds(config, batch_size)`` times one step; by default
     ``measure_step_seconds`` on ``device`` (about a second for both probes on a CPU).
     Tests pass a model of a machine instead. ``compile``: compile the step; by default from
-    :data:`COMPILE_MIN_SECONDS` on (the rung is chosen from uncompiled step times, so a
+    ``COMPILE_MIN_SECONDS`` on (the rung is chosen from uncompiled step times, so a
     compiled run has time to spare, which the trainer's time probe turns into steps)."""
     if not seconds > 0:
         raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
