@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FLOPS_CONVENTION, measure_matmul_peak, median, write_result
+from _common import FLOPS_CONVENTION, RESULTS_DIR, measure_matmul_peak, median, write_result
 
 from tinytrans import sizing
 from tinytrans.checkpoint import load_checkpoint
@@ -429,6 +429,18 @@ def equal_wall_clock(
 # --------------------------------------------------------------------------------------------
 
 
+def previous_losses() -> list[dict[str, Any]]:
+    """The equal-wall-clock rows of the last result, each naming the tinytrans commit it ran
+    at (the result's own commit for rows from before rows carried one)."""
+    path = RESULTS_DIR / "nanogpt.json"
+    if not path.is_file():
+        raise SystemExit(f"--keep-losses: no earlier result at {path}; run without it once")
+    previous = json.loads(path.read_text())
+    fallback = previous.get("tinytrans_commit", "an earlier run")
+    return [{**row, "tinytrans_commit": row.get("tinytrans_commit", fallback)}
+            for row in previous.get("equal_wall_clock", [])]  # fmt: skip
+
+
 def skipped(reason: str) -> int:
     """Record why nothing ran, so the report says so instead of showing stale figures."""
     write_result("nanogpt", {"skipped": reason, "pinned_commit": PINNED_COMMIT})
@@ -447,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every run")
     parser.add_argument("--tinytrans-args", default="", help="extra flags for tinytrans train")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--keep-losses", action="store_true",
+                        help="keep the equal-wall-clock rows of the last results/nanogpt.json "
+                        "instead of rerunning them (each kept row names the commit it ran at)")  # fmt: skip
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out the compiled course recipe (saves ~1 min per shape)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -464,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
             for s in SHAPES
         ]
     extra = args.tinytrans_args.split()
-    losses = [equal_wall_clock(checkout, data, b, args.threads, extra) for b in args.budgets]
+    commit = git_commit(ROOT)
+    if args.keep_losses:
+        losses = previous_losses()
+    else:
+        losses = [equal_wall_clock(checkout, data, b, args.threads, extra) for b in args.budgets]
+        losses = [{**row, "tinytrans_commit": commit} for row in losses]
     goals = []
     if throughput:
         readme = throughput[0]
@@ -488,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result("nanogpt", {
         "description": __doc__.split("\n\n")[0],
         "nanogpt_commit": checkout.commit,
+        "tinytrans_commit": commit,
         "pinned_commit": PINNED_COMMIT,
         "threads": args.threads,
         "flops_convention": FLOPS_CONVENTION,
