@@ -164,3 +164,38 @@ def test_finish_on_time_changes_nothing_without_a_time_budget():
     with_it.fit()
     assert with_it.horizon == plain.horizon == 20
     assert with_it.state.train_losses == plain.state.train_losses
+
+
+def test_a_run_stopped_early_carries_on_like_the_straight_run(tmp_path):
+    """Section 3.10's overfitting run: early stopping ends it, and with the callback taken out
+    ``fit`` carries on to ``max_steps`` exactly as a run without early stopping; ``best.pt``
+    holds the best evaluation's weights and ``last.pt`` the last step's."""
+    from tinytrans.checkpoint import load_checkpoint
+    from tinytrans.evaluate import estimate_loss
+    from tinytrans.train import EarlyStopping
+
+    # min_delta so large that no evaluation counts as an improvement: stops after `patience`.
+    stopping = _config(eval_interval=2, early_stopping_patience=2, min_delta=10.0,
+                       out_dir=str(tmp_path / "stopped"))  # fmt: skip
+    data = _data()
+    run = Trainer(_model(data.vocab_size), data, stopping)
+    run.fit()
+    assert run.stop_reason == "early_stopping" and run.step == 4
+    run.callbacks = [c for c in run.callbacks if not isinstance(c, EarlyStopping)]
+    run.fit()
+    assert run.stop_reason == "max_steps" and run.step == 20
+
+    straight_data = _data()
+    straight = Trainer(_model(straight_data.vocab_size), straight_data, _config(eval_interval=2))
+    straight.fit()
+    assert run.train_losses == straight.train_losses
+    assert [r["val_loss"] for r in run.history] == [r["val_loss"] for r in straight.history]
+    for (name, a), b in zip(run.model.state_dict().items(), straight.model.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+
+    for which, step, loss in (("best", run.best_step, run.best_val_loss),
+                              ("last", run.step, run.history[-1]["val_loss"])):  # fmt: skip
+        model, _, info = load_checkpoint(tmp_path / "stopped" / f"{which}.pt")
+        assert info["step"] == step
+        assert estimate_loss(model, _data(), max_batches=1) == pytest.approx(loss, abs=1e-6)
