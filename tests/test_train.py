@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _versions import FUSED_CPU_ADAMW
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -696,8 +697,7 @@ def test_old_import_paths_still_work():
 def test_the_optimizer_is_fused_where_torch_has_a_fused_kernel():
     trainer = Trainer(tiny_model(tiny_data().vocab_size), tiny_data(), quiet())
     groups = trainer.optimizer.param_groups
-    has_cpu_kernel = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
-    assert all(bool(g.get("fused")) == has_cpu_kernel for g in groups)
+    assert all(bool(g.get("fused")) == FUSED_CPU_ADAMW for g in groups)
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]  # the same two groups
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from _versions import FUSED_CPU_ADAMW
 
 import tinytrans.env
 from tinytrans.data import DataModule
@@ -59,7 +60,7 @@ def train_by_hand(model, data, config, steps):
 
 
 @pytest.mark.skipif(
-    tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4),
+    not FUSED_CPU_ADAMW,
     reason="the fused CPU AdamW the chapter's loop and Trainer use arrived in torch 2.4",
 )
 @pytest.mark.parametrize("changes", [{}, {"grad_clip": 0.05, "weight_decay": 0.5}])
