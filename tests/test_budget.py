@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tinytrans.env
 from tinytrans import sizing
 from tinytrans.cli import build_parser, main
 from tinytrans.cli import train as train_cli
@@ -120,6 +122,23 @@ def test_fit_step_time_without_a_positive_slope_is_rate_limited():
 def test_a_budget_that_is_not_positive_is_refused(seconds):
     with pytest.raises(ValueError, match="time budget must be positive"):
         recipe(seconds)
+
+
+def test_a_busy_cpu_is_named_with_its_load_and_the_fix(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    problem = tinytrans.env.cpu_load_problem()
+    assert problem is not None and "load 7.5 on 2 cores" in problem and "OMP_NUM_THREADS" in problem
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.2))
+    assert tinytrans.env.cpu_load_problem() is None
+
+
+def test_the_recipe_warns_when_it_times_steps_on_a_busy_cpu(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(B, "measure_step_seconds", lambda c, b, d: reference_machine(c, b))
+    with pytest.warns(RuntimeWarning, match="CPU is busy.*too small a model"):
+        measured = B.budget_recipe(90, VOCAB)
+    assert shape(measured) == shape(recipe(90))  # a warning, not another choice
 
 
 def test_measured_step_time_is_a_real_training_step():

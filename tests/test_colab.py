@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -228,13 +229,43 @@ def errors_of(outputs: list[dict]) -> list[dict]:
     return [o for o in outputs if o.get("output_type") == "error"]
 
 
-def copy_chapters(tmp: Path) -> Path:
+def copy_chapters(tmp: Path, chapters: list[Path] = CHAPTERS, name: str = "chapters") -> Path:
     """The chapters in a folder of their own, where no ``./tinytrans`` is importable."""
-    folder = tmp / "chapters"
+    folder = tmp / name
     folder.mkdir()
-    for chapter in CHAPTERS:
+    for chapter in chapters:
         shutil.copy2(chapter, folder / chapter.name)
     return folder
+
+
+def recorded_seconds(chapter: Path) -> float:
+    """How long the chapter's committed execution took, from its cells' Jupyter timestamps."""
+    cells = json.loads(chapter.read_text())["cells"]
+    stamps = [cell["metadata"].get("execution", {}) for cell in cells]
+    starts = [s["iopub.execute_input"] for s in stamps if "iopub.execute_input" in s]
+    ends = [s["iopub.status.idle"] for s in stamps if "iopub.status.idle" in s]
+    if not starts or not ends:
+        return 0.0
+    return (datetime.fromisoformat(max(ends)) - datetime.fromisoformat(min(starts))).total_seconds()
+
+
+def shards(chapters: list[Path], n: int) -> list[list[Path]]:
+    """``chapters`` in ``n`` groups of about equal recorded time: longest first, each to the
+    group with the least so far."""
+    groups: list[list[Path]] = [[] for _ in range(n)]
+    loads = [0.0] * n
+    for chapter in sorted(chapters, key=recorded_seconds, reverse=True):
+        least = loads.index(min(loads))
+        groups[least].append(chapter)
+        loads[least] += recorded_seconds(chapter)
+    return [group for group in groups if group]
+
+
+def parallel_runs(env: dict[str, str]) -> int:
+    """How many one-kernel runs fit side by side: the cores over the kernel's threads, so that
+    nothing is oversubscribed (two OpenMP pools on one core slow each other many times over)."""
+    threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    return max(1, len(os.sched_getaffinity(0)) // max(1, threads))
 
 
 @pytest.fixture(scope="module")
@@ -417,22 +448,34 @@ def test_every_setup_cell_installs_the_release_and_nothing_else(colab_packages, 
 
 
 def test_every_chapter_passes_nbval_in_the_colab_runtime(colab_packages, index, tmp_path):
-    """Every chapter, checked outputs compared, after the setup cells installed tinytrans."""
+    """Every chapter, checked outputs compared, after the setup cells installed tinytrans.
+
+    The kernels run on one thread, so the chapters run in as many groups side by side as there
+    are cores: on CI's two, this test takes half as long."""
     if freeze().get("tinytrans") != VERSION:  # run alone: install it the reader's way first
         uninstall_reader_packages()
         [result] = run_setup_cells(CHAPTERS[:1], reader_env(index, tmp_path), tmp_path)
         assert not errors_of(result["outputs"]), text_of(result["outputs"])
-    folder = copy_chapters(tmp_path)
     env = reader_env(index, tmp_path)
-    result = subprocess.run(
-        [str(PYTHON), "-m", "pytest", str(folder), "--nbval-lax", "--nbval-current-env",
-         "--nbval-cell-timeout=900", "-p", "no:cacheprovider", "-q", "-rfE"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=3000,
-    )  # fmt: skip
-    print(result.stdout[-6000:])
-    assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
-    summary = result.stdout.strip().splitlines()[-1]
-    assert re.search(r"\b\d+ passed\b", summary) and "failed" not in summary, summary
+    runs = []
+    for i, group in enumerate(shards(CHAPTERS, parallel_runs(env))):
+        folder = copy_chapters(tmp_path, group, name=f"chapters-{i}")
+        log = (tmp_path / f"nbval-{i}.log").open("w+")
+        process = subprocess.Popen(
+            [str(PYTHON), "-m", "pytest", str(folder), "--nbval-lax", "--nbval-current-env",
+             "--nbval-cell-timeout=900", "-p", "no:cacheprovider", "-q", "-rfE"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        runs.append((group, process, log))
+    for group, process, log in runs:
+        process.wait(timeout=3000)
+        log.seek(0)
+        output = log.read()
+        names = ", ".join(chapter.stem for chapter in group)
+        print(f"--- {names}\n{output[-4000:]}")
+        assert process.returncode == 0, f"{names}:\n{output[-12000:]}"
+        summary = output.strip().splitlines()[-1]
+        assert re.search(r"\b\d+ passed\b", summary) and "failed" not in summary, summary
 
 
 def test_setup_cell_replaces_another_installed_version(colab_packages, index, tmp_path):

@@ -23,6 +23,7 @@ __all__ = [
     "auto_precision",
     "bf16_is_native",
     "budget",
+    "cpu_load_problem",
     "cuda_problem",
     "fallback_reason",
     "has_kernels",
@@ -216,6 +217,26 @@ def auto_precision(device: torch.device | str, cpu: str = "fp32") -> str:
     if device.type == "cuda":
         return "bf16-mixed" if bf16_is_native(device) else "fp16-mixed"
     return canonical_precision(cpu) if device.type == "cpu" else "fp32"
+
+
+def cpu_load_problem() -> str | None:
+    """Why step times measured on this CPU now would mislead, or ``None`` (section 3.6).
+
+    When the other processes already keep every core busy (a 1-minute load average at least
+    the number of cores), each OpenMP thread pool waits for threads the others hold: on two
+    cores a second job with two threads can make a training step ten to seventy times slower.
+    ``None`` too where the operating system reports no load average."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load < (cores or 1):
+        return None
+    return (
+        f"the CPU is busy (load {load:.1f} on {cores} cores): steps timed now are slower than on "
+        "a quiet machine; stop the other jobs, or give each one fewer threads (OMP_NUM_THREADS)"
+    )
 
 
 def seed_everything(seed: int) -> None:

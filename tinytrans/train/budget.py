@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tinytrans import sizing
 from tinytrans.config import ModelConfig
+from tinytrans.env import cpu_load_problem
 
 __all__ = [
     "COMPILE_MIN_SECONDS",
@@ -230,9 +232,13 @@ def budget_recipe(
     ``measure_step_seconds`` on ``device`` (about a second for both probes on a CPU).
     Tests pass a model of a machine instead. ``compile``: compile the step; by default from
     ``COMPILE_MIN_SECONDS`` on (the rung is chosen from uncompiled step times, so a
-    compiled run has time to spare, which the trainer's time probe turns into steps)."""
+    compiled run has time to spare, which the trainer's time probe turns into steps). On a
+    busy CPU (``tinytrans.env.cpu_load_problem``) it warns that its timings run slow."""
     if not seconds > 0:
         raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
+    if step_seconds is None and device == "cpu" and (problem := cpu_load_problem()):
+        warnings.warn(f"{problem}; the recipe may choose too small a model", RuntimeWarning,
+                      stacklevel=2)  # fmt: skip
     timer = step_seconds or (lambda config, batch: measure_step_seconds(config, batch, device))
     probes = (ladder[0], ladder[min(3, len(ladder) - 1)])
     measured = [(r.flops_per_step(vocab_size), timer(r.config(vocab_size), r.batch_size))
