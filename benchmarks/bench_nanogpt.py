@@ -17,6 +17,9 @@ the commit it ran. Without one the benchmark writes a result that says so and ex
    a larger one (6 x 6 x 384, block 256, batch 8). The models alternate within each round,
    so background load hits them alike; medians, spreads (min and max) and ratios
    (> 1: tinytrans faster).
+   A profile (``torch.profiler``, 10 steps at the README shape) splits each side's operator
+   time into matrix products, the attention kernel, the activation, normalisation, the
+   optimizer and the rest: where a small step's time goes, and so what a faster step must cut.
 2. **Loss at equal wall clock** -- nanoGPT's README CPU recipe run by nanoGPT's own
    ``train.py`` (its config file and the README's flags, ``max_iters`` scaled to the budget),
    then ``tinytrans train --max-time`` given the same wall clock (the whole process, start-up
@@ -320,6 +323,83 @@ def measure_shape(
     }
 
 
+#: Where the profile puts each operator's own CPU time outside the optimizer: the first category
+#: whose name part the operator's name contains (``aten::addmm`` is a matrix product);
+#: everything else is element-wise work, copies and reductions. The optimizer is everything
+#: under PyTorch's ``Optimizer.step`` annotation, whichever kernels it runs.
+PROFILE_CATEGORIES = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention kernel": ("scaled_dot_product", "flash_attention"),
+    "activation": ("gelu", "silu"),
+    "normalisation": ("layer_norm", "rms_norm"),
+}
+OPTIMIZER_MARK = "Optimizer.step"
+PROFILE_STEPS = 10
+
+
+def profile_category(op_name: str) -> str:
+    """The category of ``op_name`` in :data:`PROFILE_CATEGORIES`, or ``"other"``."""
+    for category, parts in PROFILE_CATEGORIES.items():
+        if any(part in op_name for part in parts):
+            return category
+    return "other"
+
+
+def _under_optimizer(event: Any) -> bool:
+    while event is not None:
+        if event.name.startswith(OPTIMIZER_MARK):
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def profile_step(step: Callable[[], None], steps: int = PROFILE_STEPS) -> dict[str, float]:
+    """Shares of the CPU time of ``steps`` calls of ``step``: the optimizer, then the other
+    operators by category (``torch.profiler``, each operator's own time, so nothing is counted
+    twice), plus the profiled milliseconds per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):  # warm-up outside the profile
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals = dict.fromkeys([*PROFILE_CATEGORIES, "optimizer", "other"], 0.0)
+    for event in prof.events():
+        if event.name.startswith(OPTIMIZER_MARK):
+            if not _under_optimizer(event.cpu_parent):
+                totals["optimizer"] += event.cpu_time_total
+        elif not _under_optimizer(event):
+            totals[profile_category(event.name)] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    return {"ms_per_step": whole / 1e3 / steps} | {
+        f"share_{name.replace(' ', '_')}": value / whole for name, value in totals.items()
+    }
+
+
+def profile_shape(checkout: NanoGPT, data: DataModule, shape: Shape) -> list[dict[str, Any]]:
+    """One row per side (nanoGPT and the uncompiled tinytrans builds) at ``shape``: where a
+    training step's operator time goes. Each tinytrans row adds its profiled ratio to nanoGPT
+    and, for its throughput goal, the share of its time outside the matrix products that would
+    have to go to reach it (the products are the same work on both sides)."""
+    torch.manual_seed(0)
+    vocab = data.tokenizer.vocab_size
+    nano = nanogpt_model(checkout, shape, vocab).train()
+    steps = {"nanoGPT": nanogpt_step(nano, data.train_tokens, shape)}
+    steps |= {n: tinytrans_step(c, data, shape) for n, c in tinytrans_configs(shape, vocab).items()}
+    rows: list[dict[str, Any]] = [
+        {"shape": shape.name, "side": name, **profile_step(step)} for name, step in steps.items()
+    ]
+    nano_ms = rows[0]["ms_per_step"]
+    for row in rows[1:]:
+        products = row["ms_per_step"] * row["share_matrix_products"]
+        rest = row["ms_per_step"] - products
+        allowed = nano_ms / GOAL_THROUGHPUT[row["side"]] - products  # rest at the goal's ratio
+        row["ratio_profiled"] = nano_ms / row["ms_per_step"]
+        row["rest_cut_for_goal"] = max(0.0, 1 - allowed / rest)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # Part 2: loss at equal wall clock
 # --------------------------------------------------------------------------------------------
@@ -458,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30, help="throughput rounds per shape")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every run")
     parser.add_argument("--tinytrans-args", default="", help="extra flags for tinytrans train")
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="skip the throughput and profile parts")  # fmt: skip
     parser.add_argument("--keep-losses", action="store_true",
                         help="keep the equal-wall-clock rows of the last results/nanogpt.json "
                         "instead of rerunning them (each kept row names the commit it ran at)")  # fmt: skip
@@ -472,12 +553,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: nanoGPT at {checkout.commit}, not the pinned {PINNED_COMMIT[:12]}")
     torch.set_num_threads(args.threads)
     data = corpus()
-    throughput = []
+    throughput, profiles = [], []
     if not args.skip_throughput:
         throughput = [
             measure_shape(checkout, data, s, args.rounds, 120.0, not args.no_compile)
             for s in SHAPES
         ]
+        profiles = profile_shape(checkout, data, SHAPES[0])
     extra = args.tinytrans_args.split()
     commit = git_commit(ROOT)
     if args.keep_losses:
@@ -514,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "flops_convention": FLOPS_CONVENTION,
         "goals": goals,
         "throughput": throughput,
+        "profile": profiles,
         "equal_wall_clock": losses,
     })  # fmt: skip
     print(f"wrote {path}")

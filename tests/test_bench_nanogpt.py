@@ -80,3 +80,35 @@ def test_a_folder_that_is_not_nanogpt_names_what_is_missing(bench, tmp_path):
         SystemExit, match=r"not a nanoGPT checkout \(no train\.py, configurator\.py\)"
     ):
         bench.open_checkout(tmp_path)
+
+
+def test_operators_fall_into_the_profile_categories(bench):
+    assert bench.profile_category("aten::addmm") == "matrix products"
+    assert bench.profile_category("aten::_scaled_dot_product_flash_attention_for_cpu") == (
+        "attention kernel"
+    )
+    assert bench.profile_category("aten::gelu_backward") == "activation"
+    assert bench.profile_category("aten::native_layer_norm") == "normalisation"
+    assert bench.profile_category("aten::mul") == "other"
+
+
+def test_the_profile_splits_a_step_into_shares_that_sum_to_one(bench):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 8))
+    optimizer = torch.optim.AdamW(model.parameters(), foreach=False)  # many small kernels
+    x = torch.randn(32, 64)
+
+    def step() -> None:
+        model(x).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    shares = bench.profile_step(step, steps=3)
+    parts = {k: v for k, v in shares.items() if k.startswith("share_")}
+    assert sum(parts.values()) == pytest.approx(1.0)
+    assert set(parts) == {"share_matrix_products", "share_attention_kernel", "share_activation",
+                          "share_normalisation", "share_optimizer", "share_other"}  # fmt: skip
+    # the optimizer's element-wise kernels count as the optimizer, not as "other"
+    assert parts["share_optimizer"] > 0.1 and parts["share_matrix_products"] > 0
+    assert parts["share_activation"] > 0 and shares["ms_per_step"] > 0

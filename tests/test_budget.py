@@ -125,16 +125,24 @@ def test_a_budget_that_is_not_positive_is_refused(seconds):
 
 
 def test_a_busy_cpu_is_named_with_its_load_and_the_fix(monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 7.0, 6.0))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: 5)  # this thread + 4 others
     problem = tinytrans.env.cpu_load_problem()
-    assert problem is not None and "load 7.5 on 2 cores" in problem and "OMP_NUM_THREADS" in problem
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.2))
+    assert problem is not None and "4 other threads running on 2 cores" in problem
+    assert "OMP_NUM_THREADS" in problem
+    monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: 2)  # one other: a core free
+    assert tinytrans.env.cpu_load_problem() is None
+    monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: None)  # no /proc/loadavg
     assert tinytrans.env.cpu_load_problem() is None
 
 
+def test_this_machine_reports_its_runnable_threads_or_none():
+    count = tinytrans.env._runnable_tasks()
+    assert count is None or count >= 1  # at least the thread asking
+
+
 def test_the_recipe_warns_when_it_times_steps_on_a_busy_cpu(monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: 9)
     monkeypatch.setattr(B, "measure_step_seconds", lambda c, b, d: reference_machine(c, b))
     with pytest.warns(RuntimeWarning, match="CPU is busy.*too small a model"):
         measured = B.budget_recipe(90, VOCAB)

@@ -937,9 +937,15 @@ def test_an_interrupt_python_cannot_raise_is_delivered_again(monkeypatch):
     class Unraisable:
         exc_value = KeyboardInterrupt()
 
-    with pytest.raises(KeyboardInterrupt):
-        cli._redeliver_lost_interrupt(Unraisable())
-        time.sleep(1.0)  # the main thread receives the re-delivered interrupt here
+    # Python's own SIGINT handler, as in a fresh `tinytrans` process (an earlier test in this
+    # process may have left another one installed)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli._redeliver_lost_interrupt(Unraisable())
+            time.sleep(1.0)  # the main thread receives the re-delivered interrupt here
+    finally:
+        signal.signal(signal.SIGINT, previous)
     seen = []
     monkeypatch.setattr(sys, "__unraisablehook__", seen.append)
     other = type("Other", (), {"exc_value": ValueError("x")})()

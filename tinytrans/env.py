@@ -13,6 +13,7 @@ import platform
 import random
 import re
 import sys
+import time
 
 import numpy as np
 import torch
@@ -219,23 +220,38 @@ def auto_precision(device: torch.device | str, cpu: str = "fp32") -> str:
     return canonical_precision(cpu) if device.type == "cpu" else "fp32"
 
 
-def cpu_load_problem() -> str | None:
+def _runnable_tasks() -> int | None:
+    """Threads running or ready to run right now, the caller's included (``/proc/loadavg``,
+    Linux), or ``None`` where the system does not say."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_load_problem(samples: int = 5) -> str | None:
     """Why step times measured on this CPU now would mislead, or ``None`` (section 3.6).
 
-    When the other processes already keep every core busy (a 1-minute load average at least
-    the number of cores), each OpenMP thread pool waits for threads the others hold: on two
-    cores a second job with two threads can make a training step ten to seventy times slower.
-    ``None`` too where the operating system reports no load average."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
+    When other threads already keep every core busy, each OpenMP thread pool waits for threads
+    the others hold: on two cores a second job with two threads can make a training step ten to
+    seventy times slower. The count is a median of ``samples`` snapshots of the runnable threads
+    less the caller, 10 ms apart; a load average would still count a job that ended a minute
+    ago. ``None`` too where the system gives no count."""
+    counts = []
+    for _ in range(samples):
+        if (count := _runnable_tasks()) is None:
+            return None
+        counts.append(count - 1)
+        time.sleep(0.01)
+    others = sorted(counts)[len(counts) // 2]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if load < (cores or 1):
+    if others < (cores or 1):
         return None
     return (
-        f"the CPU is busy (load {load:.1f} on {cores} cores): steps timed now are slower than on "
-        "a quiet machine; stop the other jobs, or give each one fewer threads (OMP_NUM_THREADS)"
+        f"the CPU is busy ({others} other threads running on {cores} cores): steps timed now "
+        "are slower than on a quiet machine; stop the other jobs, or give each one fewer "
+        "threads (OMP_NUM_THREADS)"
     )
 
 
