@@ -255,6 +255,17 @@ def tinytrans_step(
     return lambda: trainer.train_step()
 
 
+def side_steps(
+    checkout: NanoGPT, data: DataModule, shape: Shape, configs: dict[str, ModelConfig]
+) -> tuple[nn.Module, dict[str, Callable[[], None]]]:
+    """nanoGPT's model and one training step per side: nanoGPT's, then each of ``configs``."""
+    torch.manual_seed(0)
+    nano = nanogpt_model(checkout, shape, data.tokenizer.vocab_size).train()
+    steps = {"nanoGPT": nanogpt_step(nano, data.train_tokens, shape)}
+    steps |= {name: tinytrans_step(config, data, shape) for name, config in configs.items()}
+    return nano, steps
+
+
 def measure_shape(
     checkout: NanoGPT,
     data: DataModule,
@@ -265,12 +276,8 @@ def measure_shape(
 ) -> dict[str, Any]:
     """Alternate nanoGPT, the tinytrans builds (the course recipe also compiled, unless
     ``compile`` is false) and a peak matmul for ``rounds`` (at least MIN_ROUNDS)."""
-    torch.manual_seed(0)
-    vocab = data.tokenizer.vocab_size
-    configs = tinytrans_configs(shape, vocab)
-    nano = nanogpt_model(checkout, shape, vocab).train()
-    steps = {"nanoGPT": nanogpt_step(nano, data.train_tokens, shape)}
-    steps |= {name: tinytrans_step(config, data, shape) for name, config in configs.items()}
+    configs = tinytrans_configs(shape, data.tokenizer.vocab_size)
+    nano, steps = side_steps(checkout, data, shape, configs)
     compile_s = None
     if compile:
         steps[COMPILED] = tinytrans_step(configs["course"], data, shape, compile=True)
@@ -382,11 +389,8 @@ def profile_shape(checkout: NanoGPT, data: DataModule, shape: Shape) -> list[dic
     training step's operator time goes. Each tinytrans row adds its profiled ratio to nanoGPT
     and, for its throughput goal, the share of its time outside the matrix products that would
     have to go to reach it (the products are the same work on both sides)."""
-    torch.manual_seed(0)
-    vocab = data.tokenizer.vocab_size
-    nano = nanogpt_model(checkout, shape, vocab).train()
-    steps = {"nanoGPT": nanogpt_step(nano, data.train_tokens, shape)}
-    steps |= {n: tinytrans_step(c, data, shape) for n, c in tinytrans_configs(shape, vocab).items()}
+    configs = tinytrans_configs(shape, data.tokenizer.vocab_size)
+    _, steps = side_steps(checkout, data, shape, configs)
     rows: list[dict[str, Any]] = [
         {"shape": shape.name, "side": name, **profile_step(step)} for name, step in steps.items()
     ]
