@@ -342,6 +342,7 @@ PROFILE_CATEGORIES = {
 }
 OPTIMIZER_MARK = "Optimizer.step"
 PROFILE_STEPS = 10
+PROFILE_ROUNDS = 3
 
 
 def profile_category(op_name: str) -> str:
@@ -363,14 +364,17 @@ def _under_optimizer(event: Any) -> bool:
 def profile_step(step: Callable[[], None], steps: int = PROFILE_STEPS) -> dict[str, float]:
     """Shares of the CPU time of ``steps`` calls of ``step``: the optimizer, then the other
     operators by category (``torch.profiler``, each operator's own time, so nothing is counted
-    twice), plus the profiled milliseconds per step."""
+    twice), plus the profiled operator milliseconds per step and the wall clock per step while
+    profiling (the profiler's own overhead included)."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(2):  # warm-up outside the profile
         step()
+    started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    wall = (time.perf_counter() - started) / steps
     totals = dict.fromkeys([*PROFILE_CATEGORIES, "optimizer", "other"], 0.0)
     for event in prof.events():
         if event.name.startswith(OPTIMIZER_MARK):
@@ -379,28 +383,52 @@ def profile_step(step: Callable[[], None], steps: int = PROFILE_STEPS) -> dict[s
         elif not _under_optimizer(event):
             totals[profile_category(event.name)] += event.self_cpu_time_total
     whole = sum(totals.values())
-    return {"ms_per_step": whole / 1e3 / steps} | {
+    return {"ms_per_step": whole / 1e3 / steps, "wall_ms_per_step": 1e3 * wall} | {
         f"share_{name.replace(' ', '_')}": value / whole for name, value in totals.items()
     }
 
 
-def profile_shape(checkout: NanoGPT, data: DataModule, shape: Shape) -> list[dict[str, Any]]:
+def model_kernel_ms(row: dict[str, Any]) -> float:
+    """Milliseconds per step a profile row spends in the model's own kernels (the categories of
+    :data:`PROFILE_CATEGORIES`): the work both sides must do, whoever writes the Python."""
+    shares = (row[f"share_{name.replace(' ', '_')}"] for name in PROFILE_CATEGORIES)
+    return row["ms_per_step"] * sum(shares)
+
+
+def goal_analysis(nano: dict[str, Any], row: dict[str, Any], goal: float) -> dict[str, float]:
+    """What ``row``'s profile allows against ``nano``'s: its profiled ratio, the ceiling if
+    everything but the model's own kernels went (``kernel_ceiling``), and the share of that
+    remaining time a step must lose to reach ``goal`` (above 1: out of reach with these
+    kernels)."""
+    kernels = model_kernel_ms(row)
+    rest = row["ms_per_step"] - kernels
+    allowed = nano["ms_per_step"] / goal - kernels  # the rest the goal's ratio leaves room for
+    return {
+        "ratio_profiled": nano["ms_per_step"] / row["ms_per_step"],
+        "kernel_ceiling": nano["ms_per_step"] / kernels,
+        "rest_cut_for_goal": max(0.0, 1 - allowed / rest) if rest > 0 else float(allowed < 0),
+    }
+
+
+def profile_shape(
+    checkout: NanoGPT, data: DataModule, shape: Shape, rounds: int = PROFILE_ROUNDS
+) -> list[dict[str, Any]]:
     """One row per side (nanoGPT and the uncompiled tinytrans builds) at ``shape``: where a
-    training step's operator time goes. Each tinytrans row adds its profiled ratio to nanoGPT
-    and, for its throughput goal, the share of its time outside the matrix products that would
-    have to go to reach it (the products are the same work on both sides)."""
+    training step's operator time goes. The sides alternate for ``rounds`` profiles each, and
+    each side keeps its median round, so a busy moment or a first round's allocations hit
+    neither alone. Each tinytrans row adds :func:`goal_analysis` for its throughput goal."""
     configs = tinytrans_configs(shape, data.tokenizer.vocab_size)
     _, steps = side_steps(checkout, data, shape, configs)
-    rows: list[dict[str, Any]] = [
-        {"shape": shape.name, "side": name, **profile_step(step)} for name, step in steps.items()
-    ]
-    nano_ms = rows[0]["ms_per_step"]
+    profiled: dict[str, list[dict[str, float]]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            profiled[name].append(profile_step(step))
+    rows: list[dict[str, Any]] = []
+    for name, runs in profiled.items():
+        middle = sorted(runs, key=lambda run: run["ms_per_step"])[len(runs) // 2]
+        rows.append({"shape": shape.name, "side": name, "rounds": rounds, **middle})
     for row in rows[1:]:
-        products = row["ms_per_step"] * row["share_matrix_products"]
-        rest = row["ms_per_step"] - products
-        allowed = nano_ms / GOAL_THROUGHPUT[row["side"]] - products  # rest at the goal's ratio
-        row["ratio_profiled"] = nano_ms / row["ms_per_step"]
-        row["rest_cut_for_goal"] = max(0.0, 1 - allowed / rest)
+        row |= goal_analysis(rows[0], row, GOAL_THROUGHPUT[row["side"]])
     return rows
 
 
@@ -509,6 +537,72 @@ def equal_wall_clock(
 
 
 # --------------------------------------------------------------------------------------------
+# What the figures say
+# --------------------------------------------------------------------------------------------
+
+
+def throughput_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per measured shape: each tinytrans build's median step ratio."""
+    sentences = []
+    for row in rows:
+        builds = [name for name in (*GOAL_THROUGHPUT, COMPILED) if f"ratio_{name}" in row]
+        ratios = ", ".join(f"{name} {row[f'ratio_{name}']:.2f}x" for name in builds)
+        sentences.append(f"{row['shape']}: {ratios} nanoGPT's step speed "
+                         f"(median of {row['rounds']} interleaved rounds).")  # fmt: skip
+    return sentences
+
+
+def profile_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """Where nanoGPT's profiled step goes, and for each build how its profile compares: the
+    model's own kernels side by side, the ceiling they leave and what its goal would need."""
+    if not rows:
+        return []
+    nano, builds = rows[0], rows[1:]
+    parts = [(key.removeprefix("share_").replace("_", " "), value)
+             for key, value in nano.items() if key.startswith("share_")]  # fmt: skip
+    split = ", ".join(f"{name} {value:.0%}" for name, value in parts)
+    sentences = [f"Profile at {nano['shape']} (median of {nano.get('rounds', 1)} alternating "
+                 f"rounds): nanoGPT's step is {split}."]  # fmt: skip
+    for row in builds:
+        goal = GOAL_THROUGHPUT[row["side"]]
+        cut = row["rest_cut_for_goal"]
+        need = (f"{goal}x would need {cut:.0%} of the rest gone" if cut <= 1
+                else f"{goal}x is out of reach with these kernels")  # fmt: skip
+        sentences.append(
+            f"{row['side']}: {row['ms_per_step']:.1f} ms of operators per step against "
+            f"nanoGPT's {nano['ms_per_step']:.1f} ({row['ratio_profiled']:.2f}x), of which the "
+            f"model's own kernels {model_kernel_ms(row):.1f} ms against "
+            f"{model_kernel_ms(nano):.1f}; with nothing else left it could reach at most "
+            f"{row['kernel_ceiling']:.2f}x, and {need}."
+        )
+    return sentences
+
+
+def _commit_note(commit: str | None) -> str:
+    """The end of a loss sentence: the tinytrans commit the row ran at, when it names one."""
+    if not commit:
+        return "."
+    return f" (run at tinytrans {commit[:7] if len(commit) == 40 else commit})."
+
+
+def loss_findings(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per equal-wall-clock budget: both held-out losses and the gain."""
+    sentences = []
+    for row in rows:
+        ours, nano = row["tinytrans"], row["nanoGPT"]
+        verdict = "meets" if row["loss_gain"] >= GOAL_LOSS_GAIN else "misses"
+        sentences.append(
+            f"{row['budget_s']:.0f} s: tinytrans's {ours['parameters'] / 1e6:.2f}M-parameter "
+            f"model ({ours['steps']:,} steps, context {ours['context_length']}) reached "
+            f"{ours['heldout_loss']:.3f} nats/char on the held-out windows, nanoGPT's "
+            f"{nano['iters']:,} iterations {nano['heldout_loss']:.3f}: {row['loss_gain']:.1%} "
+            f"lower, which {verdict} the {GOAL_LOSS_GAIN:.0%} goal"
+            + _commit_note(row.get("tinytrans_commit"))
+        )
+    return sentences
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 
@@ -599,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "flops_convention": FLOPS_CONVENTION,
         "goals": goals,
+        "findings": throughput_findings(throughput) + profile_findings(profiles)
+        + loss_findings(losses),
         "throughput": throughput,
         "profile": profiles,
         "equal_wall_clock": losses,

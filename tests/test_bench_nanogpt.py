@@ -112,3 +112,58 @@ def test_the_profile_splits_a_step_into_shares_that_sum_to_one(bench):
     # the optimizer's element-wise kernels count as the optimizer, not as "other"
     assert parts["share_optimizer"] > 0.1 and parts["share_matrix_products"] > 0
     assert parts["share_activation"] > 0 and shares["ms_per_step"] > 0
+
+
+def _profile_row(bench, side: str, ms: float, **shares: float) -> dict:
+    names = [*bench.PROFILE_CATEGORIES, "optimizer", "other"]
+    row = {"shape": "README", "side": side, "rounds": 3, "ms_per_step": ms}
+    return row | {f"share_{n.replace(' ', '_')}": shares.get(n.split()[0], 0.0) for n in names}
+
+
+def test_the_goal_analysis_separates_the_models_kernels_from_the_rest(bench):
+    nano = _profile_row(bench, "nanoGPT", 50.0, matrix=0.6, attention=0.1, other=0.3)
+    # 35 ms of the same kernels and 5 ms else: already 1.25x, at most 50 / 35 = 1.43x
+    fast = _profile_row(bench, "gpt2-style", 40.0, matrix=0.75, attention=0.125, other=0.125)
+    assert bench.model_kernel_ms(fast) == pytest.approx(35.0)
+    analysis = bench.goal_analysis(nano, fast, 1.2)
+    assert analysis["ratio_profiled"] == pytest.approx(1.25)
+    assert analysis["kernel_ceiling"] == pytest.approx(50 / 35)
+    assert analysis["rest_cut_for_goal"] == 0.0
+    # 45 ms of kernels: 1.2x (41.7 ms) cannot be reached whatever else goes
+    slow = _profile_row(bench, "gpt2-style", 55.0, matrix=0.7, attention=45 / 55 - 0.7, other=0.1)
+    assert bench.goal_analysis(nano, slow, 1.2)["rest_cut_for_goal"] > 1
+    # 40 ms of kernels and 10 ms else: 1.2x (41.7 ms) leaves 1.7 ms of the 10, 83 % must go
+    mid = _profile_row(bench, "gpt2-style", 50.0, matrix=0.8, other=0.2)
+    assert bench.goal_analysis(nano, mid, 1.2)["rest_cut_for_goal"] == pytest.approx(5 / 6)
+
+
+def test_findings_are_computed_from_the_rows(bench):
+    throughput = [{"shape": "README", "rounds": 20, "ratio_gpt2-style": 1.0449,
+                   "ratio_course": 0.9, f"ratio_{bench.COMPILED}": 1.1}]  # fmt: skip
+    nano = _profile_row(bench, "nanoGPT", 50.0, matrix=0.6, attention=0.1, other=0.3)
+    fast = _profile_row(bench, "gpt2-style", 40.0, matrix=0.75, attention=0.125, other=0.125)
+    slow = _profile_row(bench, "course", 55.0, matrix=0.8, attention=0.15, other=0.05)
+    for row in (fast, slow):
+        row |= bench.goal_analysis(nano, row, bench.GOAL_THROUGHPUT[row["side"]])
+    loss = {"budget_s": 99.4, "loss_gain": 0.0868, "nanoGPT": {"iters": 2000, "heldout_loss": 1.886},
+            "tinytrans": {"parameters": 801408, "steps": 1850, "context_length": 64,
+                          "heldout_loss": 1.722}}  # fmt: skip
+    sentences = (bench.throughput_findings(throughput) + bench.profile_findings([nano, fast, slow])
+                 + bench.loss_findings([loss]))  # fmt: skip
+    assert sentences[0].startswith("README: gpt2-style 1.04x, course 0.90x, course-compiled 1.10x")
+    assert "(median of 3 alternating rounds)" in sentences[1]
+    assert "matrix products 60%, attention kernel 10%" in sentences[1]
+    assert sentences[2] == (
+        "gpt2-style: 40.0 ms of operators per step against nanoGPT's 50.0 (1.25x), of which the "
+        "model's own kernels 35.0 ms against 35.0; with nothing else left it could reach at "
+        "most 1.43x, and 1.2x would need 0% of the rest gone."
+    )
+    # 52.25 ms of kernels against nanoGPT's 50 ms: no cut of the rest reaches 1.0x
+    assert sentences[3].endswith("at most 0.96x, and 1.0x is out of reach with these kernels.")
+    assert sentences[4].startswith(
+        "99 s: tinytrans's 0.80M-parameter model (1,850 steps, context 64)"
+    )
+    assert sentences[4].endswith("8.7% lower, which meets the 5% goal.")
+    kept = loss | {"tinytrans_commit": "e597c70" + "0" * 33}
+    assert bench.loss_findings([kept])[0].endswith("goal (run at tinytrans e597c70).")
+    assert bench.profile_findings([]) == []

@@ -154,6 +154,23 @@ def test_measured_step_time_is_a_real_training_step():
     assert 0 < B.measure_step_seconds(config, 2, steps=1) < 10
 
 
+def test_the_step_probe_leaves_out_both_slow_first_steps(monkeypatch):
+    # five steps of 5, 3, 1, 2 and 1 s: the median of the last three is 1 s; timed from the
+    # second step (one warm-up) it would read 2 s
+    durations = iter([5.0, 3.0, 1.0, 2.0, 1.0])
+    clock = {"now": 0.0, "started": False}
+
+    def fake_clock() -> float:
+        if clock["started"]:
+            clock["now"] += next(durations)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
+    monkeypatch.setattr(B.time, "perf_counter", fake_clock)
+    config = B.LADDER[0].config(VOCAB)
+    assert B.measure_step_seconds(config, 2) == 1.0
+
+
 # --------------------------------------------------------------------------------------------
 # The command line: --max-time alone means the budget recipe
 # --------------------------------------------------------------------------------------------
@@ -196,7 +213,17 @@ def test_the_recipe_replaces_the_preset_but_not_the_flags_given(fake_machine, ca
     assert "budget recipe for 1.5 min" in out and "given and kept: lr, norm" in out
 
 
-def test_cli_trains_the_recipes_model(fake_machine, tmp_path, capsys):
+def test_cli_trains_the_recipes_model(fake_machine, tmp_path, capsys, monkeypatch):
+    import tinytrans.train
+
+    built = []
+
+    class Recorded(tinytrans.train.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(tinytrans.train, "Trainer", Recorded)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Now is the winter of our discontent\n" * 400)
     out = tmp_path / "run"
@@ -207,6 +234,8 @@ def test_cli_trains_the_recipes_model(fake_machine, tmp_path, capsys):
     assert metrics["model_config"]["name"].startswith("budget-")
     assert metrics["stop_reason"] == "max_time"
     assert "budget recipe for 2 s" in capsys.readouterr().out
+    # --max-time ends the cosine when the time runs out, whatever the pace does
+    assert any(isinstance(c, tinytrans.train.FinishOnTime) for c in built[0].callbacks)
 
 
 def test_long_budgets_compile_the_step_and_short_ones_do_not():

@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tinytrans.cli import EXIT_SIGINT, EXIT_SIGTERM
-    from tinytrans.train import Trainer, cleanup_distributed
+    from tinytrans.train import FinishOnTime, Trainer, cleanup_distributed
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}.")
@@ -487,7 +487,9 @@ def run(args: argparse.Namespace) -> int:
     replaced = prepare_out_dir(out, resume=path is not None, overwrite=args.overwrite)
     model, data, config, options = _resumed(args, path) if path is not None else _fresh(args)
     clear_run(out, replaced)  # only now: a failed set-up leaves the old run as it was
-    trainer = Trainer(model, data, config)
+    # With --max-time the cosine ends when the time does, however the pace changes (evaluations,
+    # a compiled step, a machine that gets busy): FinishOnTime, section 3.6.
+    trainer = Trainer(model, data, config, callbacks=[FinishOnTime()])
     if path is not None:
         trainer.resume(path)
     try:
