@@ -75,6 +75,43 @@ def test_every_rung_above_the_choice_is_rejected_with_its_reason():
     assert all("steps <" in why or "per parameter" in why for why in r.rejected.values())
 
 
+#: Two layers, 64-token windows and batch 64 at every width: the tokens-per-parameter bound
+#: stays out of the way, so only the step count decides.
+WIDE_LADDER = tuple(B.Rung(d, 2, 64, 64) for d in (64, 96, 128, 160, 192, 256, 384, 512))
+
+
+def wide_fast_machine(config: ModelConfig, batch_size: int) -> float:
+    """The reference machine, except that models wider than the probes run twice as fast, as
+    larger matrix products do on a real CPU: the line through the probes overestimates them."""
+    seconds = reference_machine(config, batch_size)
+    return seconds / 2 if config.d_model > WIDE_LADDER[3].d_model else seconds
+
+
+def test_the_recipe_times_the_rungs_above_the_fit_and_climbs_while_they_fit():
+    calls = []
+
+    def machine(config, batch):
+        calls.append(config.d_model)
+        return wide_fast_machine(config, batch)
+
+    first_wide = WIDE_LADDER[4]
+    # a budget in which the line gives the first rung past the probes 3/4 of the steps it needs
+    line_step = reference_machine(first_wide.config(VOCAB), first_wide.batch_size)
+    seconds = 0.75 * B.MIN_STEPS * line_step / (1 - B.EVAL_SHARE)
+    by_line = B.budget_recipe(seconds, VOCAB, step_seconds=reference_machine, ladder=WIDE_LADDER)
+    r = B.budget_recipe(seconds, VOCAB, step_seconds=machine, ladder=WIDE_LADDER)
+    widths = [g.d_model for g in WIDE_LADDER]
+    first, chosen = widths.index(by_line.model.d_model), widths.index(r.model.d_model)
+    assert first == 3 and chosen > first  # the line stops at the probe; the timed steps climb
+    # the two probes, then the rungs from the line's choice to one past the chosen, no more
+    assert calls == [widths[0], widths[3], *widths[first + 1 : chosen + 2]]
+    assert r.step_seconds == wide_fast_machine(r.model, r.batch_size)  # its own timed step
+    assert r.predicted_steps >= B.MIN_STEPS
+    above = WIDE_LADDER[chosen + 1]
+    assert r.rejected[f"{above.n_layers}x{above.d_model}"].endswith("(timed)")
+    assert by_line.rejected[f"{first_wide.n_layers}x{first_wide.d_model}"].endswith("(timed)")
+
+
 def test_too_little_time_still_trains_the_smallest_model():
     r = recipe(0.5)
     assert shape(r) == (B.LADDER[0].n_layers, B.LADDER[0].d_model, 64, 12)

@@ -11,7 +11,9 @@ chooses for the time given instead:
    the course's one FLOP convention).
 2. It predicts how many steps each rung of the ladder fits in the budget and picks the
    largest rung that still gets :data:`MIN_STEPS` steps and :data:`MIN_TOKENS_PER_PARAMETER`
-   training tokens per parameter. Below that many steps warmup and noise dominate; below
+   training tokens per parameter, then times the rungs above that choice one by one and
+   climbs while a rung's own step time still meets both bounds (the line through two shapes
+   overestimates wider models, whose larger matrix products run at a higher rate). Below that many steps warmup and noise dominate; below
    that many tokens per parameter a smaller model trained longer does better. Both bounds
    come from runs on this course's corpus, measured against nanoGPT's README recipe by
    ``benchmarks/bench_nanogpt.py``.
@@ -217,6 +219,10 @@ class BudgetRecipe:
         )
 
 
+def _rung_name(rung: Rung) -> str:
+    return f"{rung.n_layers}x{rung.d_model}"
+
+
 def _lr_for_width(d_model: int) -> float:
     return 3e-3 * min(1.0, math.sqrt(128 / d_model))
 
@@ -237,7 +243,8 @@ def budget_recipe(
     ``measure_step_seconds`` on ``device`` (a few seconds for both probes on a CPU).
     Tests pass a model of a machine instead. ``compile``: compile the step; by default from
     ``COMPILE_MIN_SECONDS`` on (the rung is chosen from uncompiled step times, so a
-    compiled run has time to spare, which the trainer's time probe turns into steps). On a
+    compiled run has time to spare, which the trainer's time probe turns into steps). The
+    rung above the fit's choice is timed too, and chosen while its own step time fits. On a
     busy CPU (``tinytrans.env.cpu_load_problem``) it warns that its timings run slow."""
     if not seconds > 0:
         raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
@@ -246,24 +253,38 @@ def budget_recipe(
                       stacklevel=2)  # fmt: skip
     timer = step_seconds or (lambda config, batch: measure_step_seconds(config, batch, device))
     probes = (ladder[0], ladder[min(3, len(ladder) - 1)])
-    measured = [(r.flops_per_step(vocab_size), timer(r.config(vocab_size), r.batch_size))
-                for r in probes]  # fmt: skip
-    model = fit_step_time(*measured)
+    timed = {r: timer(r.config(vocab_size), r.batch_size) for r in probes}
+    model = fit_step_time(*[(r.flops_per_step(vocab_size), timed[r]) for r in probes])
     training_seconds = seconds * (1 - EVAL_SHARE)
-    chosen, rejected = ladder[0], {}
-    for rung in ladder:
-        per_step = model.seconds(rung.flops_per_step(vocab_size))
+
+    def shortfall(rung: Rung, per_step: float) -> str | None:
         steps = int(training_seconds / per_step)
         tokens = steps * rung.tokens_per_step
         params = sizing.count_parameters(rung.config(vocab_size))
-        name = f"{rung.n_layers}x{rung.d_model}"
         if steps < MIN_STEPS:
-            rejected[name] = f"{steps:,} steps < {MIN_STEPS:,}"
-        elif tokens < MIN_TOKENS_PER_PARAMETER * params:
-            rejected[name] = f"{tokens / params:.2f} tokens per parameter"
+            return f"{steps:,} steps < {MIN_STEPS:,}"
+        if tokens < MIN_TOKENS_PER_PARAMETER * params:
+            return f"{tokens / params:.2f} tokens per parameter"
+        return None
+
+    chosen, rejected = ladder[0], {}
+    for rung in ladder:
+        why = shortfall(rung, timed.get(rung) or model.seconds(rung.flops_per_step(vocab_size)))
+        if why:
+            rejected[_rung_name(rung)] = why
         else:
             chosen = rung
-    per_step = model.seconds(chosen.flops_per_step(vocab_size))
+    # The line through two shapes is only a guess away from them (a wider model's larger
+    # matrix products run at a higher rate): time the next rung up and climb while it fits.
+    for rung in ladder[ladder.index(chosen) + 1 :]:
+        timed[rung] = timer(rung.config(vocab_size), rung.batch_size)
+        why = shortfall(rung, timed[rung])
+        if why:
+            rejected[_rung_name(rung)] = f"{why} (timed)"
+            break
+        chosen = rung
+        del rejected[_rung_name(rung)]
+    per_step = timed.get(chosen) or model.seconds(chosen.flops_per_step(vocab_size))
     steps = max(1, int(training_seconds / per_step))
     evals = 10  # the trainer's time probe also times one evaluation
     return BudgetRecipe(
