@@ -17,9 +17,10 @@ the commit it ran. Without one the benchmark writes a result that says so and ex
    a larger one (6 x 6 x 384, block 256, batch 8). The models alternate within each round,
    so background load hits them alike; medians, spreads (min and max) and ratios
    (> 1: tinytrans faster).
-   A profile (``torch.profiler``, 10 steps at the README shape) splits each side's operator
-   time into matrix products, the attention kernel, the activation, normalisation, the
-   optimizer and the rest: where a small step's time goes, and so what a faster step must cut.
+   A profile (``torch.profiler`` at the README shape, 10 steps a round, the sides alternating
+   for three rounds, each side's median round) splits each side's operator time into matrix
+   products, the attention kernel, the activation, normalisation, the optimizer and the rest:
+   where a small step's time goes, and so what a faster step must cut.
 2. **Loss at equal wall clock** -- nanoGPT's README CPU recipe run by nanoGPT's own
    ``train.py`` (its config file and the README's flags, ``max_iters`` scaled to the budget),
    then ``tinytrans train --max-time`` given the same wall clock (the whole process, start-up
