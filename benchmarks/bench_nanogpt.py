@@ -608,13 +608,18 @@ def loss_findings(rows: list[dict[str, Any]]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def previous_result(flag: str) -> dict[str, Any]:
+    """The last ``results/nanogpt.json``, for ``flag`` (``--keep-losses`` and the like)."""
+    path = RESULTS_DIR / "nanogpt.json"
+    if not path.is_file():
+        raise SystemExit(f"{flag}: no earlier result at {path}; run without it once")
+    return json.loads(path.read_text())
+
+
 def previous_losses() -> list[dict[str, Any]]:
     """The equal-wall-clock rows of the last result, each naming the tinytrans commit it ran
     at (the result's own commit for rows from before rows carried one)."""
-    path = RESULTS_DIR / "nanogpt.json"
-    if not path.is_file():
-        raise SystemExit(f"--keep-losses: no earlier result at {path}; run without it once")
-    previous = json.loads(path.read_text())
+    previous = previous_result("--keep-losses")
     fallback = previous.get("tinytrans_commit", "an earlier run")
     return [{**row, "tinytrans_commit": row.get("tinytrans_commit", fallback)}
             for row in previous.get("equal_wall_clock", [])]  # fmt: skip
@@ -639,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tinytrans-args", default="", help="extra flags for tinytrans train")
     parser.add_argument("--skip-throughput", action="store_true",
                         help="skip the throughput and profile parts")  # fmt: skip
+    parser.add_argument("--keep-throughput", action="store_true",
+                        help="keep the throughput and profile rows of the last "
+                        "results/nanogpt.json (the result names the commit they ran at)")  # fmt: skip
     parser.add_argument("--keep-losses", action="store_true",
                         help="keep the equal-wall-clock rows of the last results/nanogpt.json "
                         "instead of rerunning them (each kept row names the commit it ran at)")  # fmt: skip
@@ -653,14 +661,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = corpus()
     throughput, profiles = [], []
-    if not args.skip_throughput:
+    commit = git_commit(ROOT)
+    throughput_commit = commit
+    if args.keep_throughput:
+        previous = previous_result("--keep-throughput")
+        throughput, profiles = previous["throughput"], previous["profile"]
+        throughput_commit = previous.get("throughput_commit", previous.get("tinytrans_commit"))
+    elif not args.skip_throughput:
         throughput = [
             measure_shape(checkout, data, s, args.rounds, 120.0, not args.no_compile)
             for s in SHAPES
         ]
         profiles = profile_shape(checkout, data, SHAPES[0])
     extra = args.tinytrans_args.split()
-    commit = git_commit(ROOT)
     if args.keep_losses:
         losses = previous_losses()
     else:
@@ -690,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": __doc__.split("\n\n")[0],
         "nanogpt_commit": checkout.commit,
         "tinytrans_commit": commit,
+        "throughput_commit": throughput_commit if throughput else None,
         "pinned_commit": PINNED_COMMIT,
         "threads": args.threads,
         "flops_convention": FLOPS_CONVENTION,
