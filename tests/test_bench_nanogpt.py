@@ -167,3 +167,35 @@ def test_findings_are_computed_from_the_rows(bench):
     kept = loss | {"tinytrans_commit": "e597c70" + "0" * 33}
     assert bench.loss_findings([kept])[0].endswith("goal (run at tinytrans e597c70).")
     assert bench.profile_findings([]) == []
+
+
+def test_kept_rows_carry_the_commit_they_ran_at(bench, tmp_path, monkeypatch):
+    import _common
+
+    checkout = tmp_path / "nanoGPT"
+    checkout.mkdir()
+    for name in ("model.py", "train.py", "configurator.py"):
+        (checkout / name).write_text("")
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(_common, "RESULTS_DIR", results)
+    monkeypatch.setattr(bench, "RESULTS_DIR", results)
+    monkeypatch.setattr(bench, "corpus", lambda: None)  # nothing is measured
+    nano = _profile_row(bench, "nanoGPT", 50.0, matrix=0.6, attention=0.1, other=0.3)
+    course = _profile_row(bench, "course", 45.0, matrix=0.7, other=0.3)
+    course |= bench.goal_analysis(nano, course, 1.0)
+    throughput = {"shape": "README", "rounds": 20, "ratio_gpt2-style": 1.01, "ratio_course": 0.9}
+    loss = {"budget_s": 99.4, "loss_gain": 0.06, "nanoGPT": {"iters": 2000, "heldout_loss": 1.9},
+            "tinytrans": {"parameters": 339744, "steps": 3000, "context_length": 64,
+                          "heldout_loss": 1.786}}  # fmt: skip
+    earlier = {"tinytrans_commit": "a" * 40, "throughput": [throughput], "profile": [nano, course],
+               "equal_wall_clock": [loss]}  # fmt: skip
+    (results / "nanogpt.json").write_text(json.dumps(earlier))
+    assert bench.main(["--nanogpt", str(checkout), "--keep-throughput", "--keep-losses"]) == 0
+    result = json.loads((results / "nanogpt.json").read_text())
+    assert result["throughput"] == [throughput] and result["profile"] == [nano, course]
+    assert result["throughput_commit"] == "a" * 40
+    assert result["equal_wall_clock"][0]["tinytrans_commit"] == "a" * 40
+    assert result["findings"][-1].endswith("meets the 5% goal (run at tinytrans aaaaaaa).")
+    met = {goal["name"].split(" throughput")[0]: goal["met"] for goal in result["goals"][:2]}
+    assert met == {"gpt2-style": False, "course": False}
