@@ -346,6 +346,11 @@ PROFILE_STEPS = 10
 PROFILE_ROUNDS = 3
 
 
+def share_key(category: str) -> str:
+    """The profile row's field for ``category``'s share: ``"share_matrix_products"``."""
+    return f"share_{category.replace(' ', '_')}"
+
+
 def profile_category(op_name: str) -> str:
     """The category of ``op_name`` in :data:`PROFILE_CATEGORIES`, or ``"other"``."""
     for category, parts in PROFILE_CATEGORIES.items():
@@ -385,14 +390,14 @@ def profile_step(step: Callable[[], None], steps: int = PROFILE_STEPS) -> dict[s
             totals[profile_category(event.name)] += event.self_cpu_time_total
     whole = sum(totals.values())
     return {"ms_per_step": whole / 1e3 / steps, "wall_ms_per_step": 1e3 * wall} | {
-        f"share_{name.replace(' ', '_')}": value / whole for name, value in totals.items()
+        share_key(name): value / whole for name, value in totals.items()
     }
 
 
 def model_kernel_ms(row: dict[str, Any]) -> float:
     """Milliseconds per step a profile row spends in the model's own kernels (the categories of
     :data:`PROFILE_CATEGORIES`): the work both sides must do, whoever writes the Python."""
-    shares = (row[f"share_{name.replace(' ', '_')}"] for name in PROFILE_CATEGORIES)
+    shares = (row[share_key(name)] for name in PROFILE_CATEGORIES)
     return row["ms_per_step"] * sum(shares)
 
 

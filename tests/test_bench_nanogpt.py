@@ -117,7 +117,7 @@ def test_the_profile_splits_a_step_into_shares_that_sum_to_one(bench):
 def _profile_row(bench, side: str, ms: float, **shares: float) -> dict:
     names = [*bench.PROFILE_CATEGORIES, "optimizer", "other"]
     row = {"shape": "README", "side": side, "rounds": 3, "ms_per_step": ms}
-    return row | {f"share_{n.replace(' ', '_')}": shares.get(n.split()[0], 0.0) for n in names}
+    return row | {bench.share_key(n): shares.get(n.split()[0], 0.0) for n in names}
 
 
 def test_the_goal_analysis_separates_the_models_kernels_from_the_rest(bench):

@@ -13,8 +13,9 @@ chooses for the time given instead:
    largest rung that still gets :data:`MIN_STEPS` steps and :data:`MIN_TOKENS_PER_PARAMETER`
    training tokens per parameter, then times the rungs above that choice one by one and
    climbs while a rung's own step time still meets both bounds (the line through two shapes
-   overestimates wider models, whose larger matrix products run at a higher rate). Below that many steps warmup and noise dominate; below
-   that many tokens per parameter a smaller model trained longer does better. Both bounds
+   overestimates wider models, whose larger matrix products run at a higher rate). Below
+   that many steps warmup and noise dominate; below that many tokens per parameter a
+   smaller model trained longer does better. Both bounds
    come from runs on this course's corpus, measured against nanoGPT's README recipe by
    ``benchmarks/bench_nanogpt.py``.
 3. The learning rate falls with the width (``3e-3`` up to 128 dimensions, then as
@@ -90,7 +91,12 @@ class Rung:
         return ModelConfig.preset(
             "course", vocab_size=vocab_size, context_length=self.context_length,
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.d_model // 32, d_ff=d_ff,
-        ).replace(name=f"budget-{self.n_layers}x{self.d_model}")  # fmt: skip
+        ).replace(name=f"budget-{self.name}")  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        """``layers x width``, as the recipe's rejections name the rung."""
+        return f"{self.n_layers}x{self.d_model}"
 
     @property
     def tokens_per_step(self) -> int:
@@ -222,10 +228,6 @@ class BudgetRecipe:
         )
 
 
-def _rung_name(rung: Rung) -> str:
-    return f"{rung.n_layers}x{rung.d_model}"
-
-
 def _lr_for_width(d_model: int) -> float:
     return 3e-3 * min(1.0, math.sqrt(128 / d_model))
 
@@ -260,8 +262,11 @@ def budget_recipe(
     model = fit_step_time(*[(r.flops_per_step(vocab_size), timed[r]) for r in probes])
     training_seconds = seconds * (1 - EVAL_SHARE)
 
-    def shortfall(rung: Rung, per_step: float) -> str | None:
-        steps = int(training_seconds / per_step)
+    def per_step(rung: Rung) -> float:  # timed where it was, else the line's guess
+        return timed.get(rung) or model.seconds(rung.flops_per_step(vocab_size))
+
+    def shortfall(rung: Rung) -> str | None:
+        steps = int(training_seconds / per_step(rung))
         tokens = steps * rung.tokens_per_step
         params = sizing.count_parameters(rung.config(vocab_size))
         if steps < MIN_STEPS:
@@ -272,23 +277,23 @@ def budget_recipe(
 
     chosen, rejected = ladder[0], {}
     for rung in ladder:
-        why = shortfall(rung, timed.get(rung) or model.seconds(rung.flops_per_step(vocab_size)))
+        why = shortfall(rung)
         if why:
-            rejected[_rung_name(rung)] = why
+            rejected[rung.name] = why
         else:
             chosen = rung
     # The line through two shapes is only a guess away from them (a wider model's larger
     # matrix products run at a higher rate): time the next rung up and climb while it fits.
     for rung in ladder[ladder.index(chosen) + 1 :]:
         timed[rung] = timer(rung.config(vocab_size), rung.batch_size)
-        why = shortfall(rung, timed[rung])
+        why = shortfall(rung)
         if why:
-            rejected[_rung_name(rung)] = f"{why} (timed)"
+            rejected[rung.name] = f"{why} (timed)"
             break
         chosen = rung
-        del rejected[_rung_name(rung)]
-    per_step = timed.get(chosen) or model.seconds(chosen.flops_per_step(vocab_size))
-    steps = max(1, int(training_seconds / per_step))
+        del rejected[rung.name]
+    chosen_step = per_step(chosen)
+    steps = max(1, int(training_seconds / chosen_step))
     evals = 10  # the trainer's time probe also times one evaluation
     return BudgetRecipe(
         seconds=seconds,
@@ -300,7 +305,7 @@ def budget_recipe(
         eval_interval=max(1, steps // evals),
         eval_batches=EVAL_BATCHES,
         predicted_steps=steps,
-        step_seconds=per_step,
+        step_seconds=chosen_step,
         step_time=model,
         rejected=rejected,
         compile=seconds >= COMPILE_MIN_SECONDS if compile is None else compile,
