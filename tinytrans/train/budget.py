@@ -108,6 +108,9 @@ class Rung:
 
 
 #: From smallest to largest. The third is nanoGPT's README CPU shape, built the course's way.
+#: Past it the context grows with the width: in ten minutes on two cores, scored on 64-token
+#: windows, 4 x 160 at 128 tokens reached 1.522 nats/char where the same model at 64 tokens
+#: reached 1.543, 4 x 128 at 64 tokens 1.550 and 4 x 192 at 64 tokens (batch 16) 1.557.
 LADDER: tuple[Rung, ...] = (
     Rung(64, 2, 64, 12),
     Rung(96, 3, 64, 12),
