@@ -504,12 +504,17 @@ def iters_for_budget(seconds: float, short_s: float, long_s: float) -> int:
     """nanoGPT iterations, a multiple of 250, whose run takes about ``seconds``, from the wall
     times of its :data:`PROBE_ITERS` runs: the difference is the cost of 250 more iterations,
     the rest of the short run the process's fixed start-up. (Scaling one run's wall time,
-    start-up included, gave 7,750 iterations and 483 s for a 600 s budget.)"""
+    start-up included, gave 7,750 iterations and 483 s for a 600 s budget; timed from a cold
+    start, the first run's slow start-up made 250 iterations look nearly free.)"""
     (short, long), block = PROBE_ITERS, PROBE_ITERS[1] - PROBE_ITERS[0]
     per_block = long_s - short_s
     if per_block <= 0:
         raise RuntimeError(f"nanoGPT's {long} iterations took no longer than its {short}")
-    startup = max(0.0, short_s - per_block * short / block)
+    startup = short_s - per_block * short / block
+    if startup > short_s / 2:  # its start-up alone longer than its iterations: not trusted
+        raise RuntimeError(f"nanoGPT's probe runs disagree ({short} iterations in "
+                           f"{short_s:.1f} s, {long} in {long_s:.1f} s): is the machine busy?")  # fmt: skip
+    startup = max(0.0, startup)
     return max(1, round((seconds - startup) / per_block)) * block
 
 
@@ -525,6 +530,8 @@ def equal_wall_clock(
         if budget == "readme":
             iters = README_ITERS
         else:
+            # A first run reads torch and the data from a cold disk; it is not timed.
+            run_nanogpt(checkout, data_root, PROBE_ITERS[0], threads)
             probes = [run_nanogpt(checkout, data_root, n, threads) for n in PROBE_ITERS]
             iters = iters_for_budget(float(budget), *[p["wall_s"] for p in probes])
         nano = run_nanogpt(checkout, data_root, iters, threads)

@@ -210,3 +210,5 @@ def test_the_budget_sets_nanogpts_iterations_from_the_marginal_cost(bench):
     assert bench.iters_for_budget(10.0, short, long) == 250  # at least one block
     with pytest.raises(RuntimeError, match="took no longer"):
         bench.iters_for_budget(600.0, 30.0, 29.0)
+    with pytest.raises(RuntimeError, match="machine busy"):  # a cold first run: 250 look free
+        bench.iters_for_budget(600.0, 25.0, 30.0)
