@@ -85,6 +85,9 @@ README_FLAGS = [
     "--dropout=0.0",
 ]
 README_ITERS = 2000
+#: Two nanoGPT runs whose difference times 250 iterations and one evaluation, its config's
+#: eval_interval (train.py saves only at evaluations).
+PROBE_ITERS = (250, 500)
 EVAL_WINDOW = 64  # nanoGPT's README block size: both models are scored on these windows
 GOAL_THROUGHPUT = {"gpt2-style": 1.2, "course": 1.0}  # tinytrans / nanoGPT, README shape
 COMPILED = "course-compiled"  # the course recipe with TrainConfig(compile=True)
@@ -495,11 +498,6 @@ def run_tinytrans(max_time: float, out: Path, threads: int, extra: list[str]) ->
     return {"wall_s": wall, "run": out, "metrics": metrics}
 
 
-#: Two nanoGPT runs whose difference times 250 iterations and one evaluation, its config's
-#: eval_interval (train.py saves only at evaluations).
-PROBE_ITERS = (250, 500)
-
-
 def iters_for_budget(seconds: float, short_s: float, long_s: float) -> int:
     """nanoGPT iterations, a multiple of 250, whose run takes about ``seconds``, from the wall
     times of its :data:`PROBE_ITERS` runs: the difference is the cost of 250 more iterations,
@@ -510,11 +508,10 @@ def iters_for_budget(seconds: float, short_s: float, long_s: float) -> int:
     per_block = long_s - short_s
     if per_block <= 0:
         raise RuntimeError(f"nanoGPT's {long} iterations took no longer than its {short}")
-    startup = short_s - per_block * short / block
+    startup = max(0.0, short_s - per_block * short / block)
     if startup > short_s / 2:  # its start-up alone longer than its iterations: not trusted
         raise RuntimeError(f"nanoGPT's probe runs disagree ({short} iterations in "
                            f"{short_s:.1f} s, {long} in {long_s:.1f} s): is the machine busy?")  # fmt: skip
-    startup = max(0.0, startup)
     return max(1, round((seconds - startup) / per_block)) * block
 
 
