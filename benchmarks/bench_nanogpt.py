@@ -557,6 +557,7 @@ def equal_wall_clock(
             "heldout_loss": ours_loss,
             "heldout_loss_own_context": own_context,
             "context_length": model.config.context_length,
+            "optimizer": m.get("train_config", {}).get("optimizer", "adamw"),
         },
         "wall_ratio": ours["wall_s"] / nano["wall_s"],
         "loss_gain": 1 - ours_loss / nano_loss,
@@ -620,7 +621,8 @@ def loss_findings(rows: list[dict[str, Any]]) -> list[str]:
         verdict = "meets" if row["loss_gain"] >= GOAL_LOSS_GAIN else "misses"
         sentences.append(
             f"{row['budget_s']:.0f} s: tinytrans's {ours['parameters'] / 1e6:.2f}M-parameter "
-            f"model ({ours['steps']:,} steps, context {ours['context_length']}) reached "
+            f"model ({ours['steps']:,} steps, context {ours['context_length']}, "
+            f"{ours.get('optimizer', 'adamw')}) reached "
             f"{ours['heldout_loss']:.3f} nats/char on the held-out windows, nanoGPT's "
             f"{nano['iters']:,} iterations {nano['heldout_loss']:.3f}: {row['loss_gain']:.1%} "
             f"lower, which {verdict} the {GOAL_LOSS_GAIN:.0%} goal"

@@ -147,7 +147,7 @@ def test_findings_are_computed_from_the_rows(bench):
         row |= bench.goal_analysis(nano, row, bench.GOAL_THROUGHPUT[row["side"]])
     loss = {"budget_s": 99.4, "loss_gain": 0.0868, "nanoGPT": {"iters": 2000, "heldout_loss": 1.886},
             "tinytrans": {"parameters": 801408, "steps": 1850, "context_length": 64,
-                          "heldout_loss": 1.722}}  # fmt: skip
+                          "heldout_loss": 1.722, "optimizer": "muon"}}  # fmt: skip
     sentences = (bench.throughput_findings(throughput) + bench.profile_findings([nano, fast, slow])
                  + bench.loss_findings([loss]))  # fmt: skip
     assert sentences[0].startswith("README: gpt2-style 1.04x, course 0.90x, course-compiled 1.10x")
@@ -161,7 +161,7 @@ def test_findings_are_computed_from_the_rows(bench):
     # 52.25 ms of kernels against nanoGPT's 50 ms: no cut of the rest reaches 1.0x
     assert sentences[3].endswith("at most 0.96x, and 1.0x is out of reach with these kernels.")
     assert sentences[4].startswith(
-        "99 s: tinytrans's 0.80M-parameter model (1,850 steps, context 64)"
+        "99 s: tinytrans's 0.80M-parameter model (1,850 steps, context 64, muon)"
     )
     assert sentences[4].endswith("8.7% lower, which meets the 5% goal.")
     kept = loss | {"tinytrans_commit": "e597c70" + "0" * 33}

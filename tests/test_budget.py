@@ -182,10 +182,28 @@ def test_this_machine_reports_its_runnable_threads_or_none():
 
 def test_the_recipe_warns_when_it_times_steps_on_a_busy_cpu(monkeypatch):
     monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: 9)
-    monkeypatch.setattr(B, "measure_step_seconds", lambda c, b, d: reference_machine(c, b))
+    monkeypatch.setattr(
+        B, "measure_step_seconds", lambda c, b, d, optimizer: reference_machine(c, b)
+    )
     with pytest.warns(RuntimeWarning, match="CPU is busy.*too small a model"):
         measured = B.budget_recipe(90, VOCAB)
     assert shape(measured) == shape(recipe(90))  # a warning, not another choice
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_the_recipe_times_its_steps_with_the_optimizer_it_trains_with(monkeypatch, optimizer):
+    timed_with = set()
+
+    def timer(config, batch_size, device, optimizer):
+        timed_with.add(optimizer)
+        return reference_machine(config, batch_size)
+
+    monkeypatch.setattr(tinytrans.env, "_runnable_tasks", lambda: 1)
+    monkeypatch.setattr(B, "measure_step_seconds", timer)
+    r = B.budget_recipe(90, VOCAB, optimizer=optimizer)
+    assert timed_with == {optimizer} and r.train_values()["optimizer"] == optimizer
+    assert f", {optimizer}, lr " in r.describe()
+    assert B.budget_recipe(90, VOCAB, step_seconds=reference_machine).optimizer == B.OPTIMIZER
 
 
 def test_measured_step_time_is_a_real_training_step():
@@ -231,9 +249,14 @@ def test_max_time_alone_asks_for_the_budget_recipe():
 @pytest.fixture
 def fake_machine(monkeypatch):
     """The reference machine instead of timing this one."""
-    monkeypatch.setattr(
-        B, "measure_step_seconds", lambda c, b, device="cpu": reference_machine(c, b)
-    )
+    timed_with = []
+
+    def timer(config, batch_size, device="cpu", optimizer=B.OPTIMIZER):
+        timed_with.append(optimizer)
+        return reference_machine(config, batch_size)
+
+    monkeypatch.setattr(B, "measure_step_seconds", timer)
+    return timed_with
 
 
 def test_the_recipe_replaces_the_preset_but_not_the_flags_given(fake_machine, capsys, tmp_path):
@@ -294,3 +317,14 @@ def test_no_compile_given_wins_over_the_recipe(fake_machine, tmp_path, capsys):
     spec, _ = train_cli.apply_budget_recipe(_spec(*args, "--no-compile"))
     assert spec.train["compile"] is False
     assert "given and kept: compile" in capsys.readouterr().out
+
+
+def test_the_recipe_trains_with_muon_unless_another_optimizer_is_given(fake_machine, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Now is the winter of our discontent\n" * 200)
+    spec, _ = train_cli.apply_budget_recipe(_spec("--max-time", "90", "--corpus", str(corpus)))
+    assert spec.train["optimizer"] == "muon" and set(fake_machine) == {"muon"}
+    fake_machine.clear()
+    args = ("--max-time", "90", "--corpus", str(corpus), "--optimizer", "adamw")
+    spec, _ = train_cli.apply_budget_recipe(_spec(*args))
+    assert spec.train["optimizer"] == "adamw" and set(fake_machine) == {"adamw"}

@@ -29,6 +29,7 @@ from typing import Any
 
 from tinytrans import config as model_config_module
 from tinytrans.precision import LEGACY_NAMES, TRAINING_PRECISIONS
+from tinytrans.train.config import OPTIMIZERS
 
 __all__ = [
     "CHOICES",
@@ -53,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm_placement": model_config_module.PLACEMENT_CHOICES,
     "activation": model_config_module.ACTIVATION_CHOICES,
     "precision": (*TRAINING_PRECISIONS, *LEGACY_NAMES),
+    "optimizer": OPTIMIZERS,
 }
 
 #: Fields whose flag is not simply ``--field-name`` (existing flags kept working).
@@ -84,10 +86,11 @@ HELP: dict[str, str] = {
     "max_tokens": "stop after this many training tokens",
     "max_time": "stop after this many seconds of training (evaluations included); without "
     "--preset or a shape flag the model is chosen for the time",
+    "optimizer": "adamw, or muon: Muon on the hidden matrices and AdamW on the rest",
     "lr": "peak learning rate",
     "min_lr_ratio": "floor of the cosine schedule, as a fraction of --lr",
     "warmup_steps": "steps of linear warmup",
-    "weight_decay": "AdamW weight decay (matrices only)",
+    "weight_decay": "weight decay (matrices only)",
     "betas": "AdamW betas",
     "eps": "AdamW epsilon",
     "grad_clip": "clip the gradient norm to this (none: no clipping)",

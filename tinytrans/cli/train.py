@@ -287,14 +287,15 @@ def apply_budget_recipe(spec: RunSpec) -> tuple[RunSpec, Any]:
     trained to learn the vocabulary size (section 3.6)."""
     from tinytrans.data import DataModule
     from tinytrans.env import pick_device
-    from tinytrans.train.budget import budget_recipe
+    from tinytrans.train.budget import OPTIMIZER, budget_recipe
 
     data = DataModule(
         tokenizer=spec.data["tokenizer"], corpus=spec.data["corpus"],
         vocab_size=spec.data["vocab_size"], sha256=spec.data["corpus_sha256"],
     ).prepare()  # fmt: skip
     device = str(pick_device(spec.train.get("device", "auto")))
-    recipe = budget_recipe(spec.train["max_time"], data.vocab_size, device)
+    optimizer = spec.train["optimizer"] if "optimizer" in spec.explicit else OPTIMIZER
+    recipe = budget_recipe(spec.train["max_time"], data.vocab_size, device, optimizer=optimizer)
     model = recipe.model.replace(**spec.model_flags)
     train = {**spec.train}
     train.update({k: v for k, v in recipe.train_values().items() if k not in spec.explicit})

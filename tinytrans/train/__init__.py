@@ -10,6 +10,8 @@ The package mirrors the chapter:
   (sections 3.6, 3.9);
 * ``tinytrans.train.callbacks`` -- :class:`Callback` and the built-in ones: progress
   bar, console log, metrics file, samples, early stopping, time budget (section 3.6);
+* ``tinytrans.train.muon`` -- :class:`MuonAdamW`, Muon on the hidden matrices and AdamW on
+  the rest (section 3.5);
 * ``tinytrans.train.budget`` -- :func:`budget_recipe`, a model, batch and learning rate
   chosen for a wall-clock budget (section 3.6);
 * ``tinytrans.train.loop`` -- :class:`Trainer`, :func:`fit_interleaved`,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
         overfit_one_batch,
         report_graph_breaks,
     )
+    from tinytrans.train.muon import MuonAdamW
     from tinytrans.train.runtime import (
         DistInfo,
         autocast_factory,
@@ -75,6 +78,7 @@ __all__ = [
     "EarlyStopping",
     "FinishOnTime",
     "MetricsFile",
+    "MuonAdamW",
     "PairedDifference",
     "ProgressBar",
     "Sampling",
@@ -131,6 +135,7 @@ _SOURCES: dict[str, str] = {
     "load_checkpoint": "tinytrans.checkpoint",
     "lr_at": "tinytrans.train.config",
     "MetricsFile": "tinytrans.train.callbacks",
+    "MuonAdamW": "tinytrans.train.muon",
     "optimizer_groups": "tinytrans.train.loop",
     "overfit_one_batch": "tinytrans.train.loop",
     "PairedDifference": "tinytrans.train.experiments",

@@ -12,11 +12,15 @@ from typing import Any
 
 from tinytrans.precision import PRECISIONS, TRAINING_PRECISIONS, canonical_precision
 
-__all__ = ["TRAJECTORY_FIELDS", "TrainConfig", "lr_at"]
+__all__ = ["OPTIMIZERS", "TRAJECTORY_FIELDS", "TrainConfig", "lr_at"]
+
+#: The optimizers the trainer builds (sections 3.5 and 3.12): AdamW everywhere, or Muon on the
+#: hidden matrices with AdamW on the rest (:class:`tinytrans.train.muon.MuonAdamW`).
+OPTIMIZERS = ("adamw", "muon")
 
 #: Train-config fields that change the trajectory: resuming with other values is not exact.
 TRAJECTORY_FIELDS = (
-    "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "eps", "grad_clip",
+    "optimizer", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "eps", "grad_clip",
     "grad_accum_steps", "precision", "seed",
 )  # fmt: skip
 
@@ -45,6 +49,7 @@ class TrainConfig:
     max_tokens: int | None = None
     max_time: float | None = None
     # optimizer and schedule (seed 004's AdamW + cosine, with GPT-style betas and decay)
+    optimizer: str = "adamw"  # adamw | muon (Muon on the hidden matrices, AdamW on the rest)
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -133,6 +138,8 @@ class TrainConfig:
                 )
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         self.precision = _training_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
