@@ -65,7 +65,7 @@ def test_all_names_exist_and_are_this_packages(name: str) -> None:
 
 
 def test_top_level_names_are_the_modules_objects() -> None:
-    assert tinytrans.__version__ == "0.2.0"
+    assert tinytrans.__version__.count(".") == 2  # test_release checks it against every place
     assert sorted(tinytrans.__all__) == sorted(tinytrans._API)
     for key, module_name in tinytrans._API.items():
         module = importlib.import_module(module_name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Top-level name -> the module that defines it (every name is that module's own object).
 _API: dict[str, str] = {
