@@ -54,6 +54,15 @@ def test_orthogonalize_keeps_the_directions_of_the_update():
     assert cosine > 0.97
 
 
+def step_both(mine, reference, ours, theirs):
+    """One step of both optimizers on the same random gradients."""
+    for p, q in zip(ours, theirs, strict=True):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    mine.step()
+    reference.step()
+
+
 def test_adamw_half_matches_torch_adamw():
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3, 4))]
@@ -62,11 +71,7 @@ def test_adamw_half_matches_torch_adamw():
     mine = MuonAdamW([{"params": ours}], **settings_)
     reference = torch.optim.AdamW(theirs, **settings_, foreach=False)
     for step in range(5):
-        grads = [torch.randn_like(p) for p in ours]
-        for p, q, g in zip(ours, theirs, grads, strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        mine.step()
-        reference.step()
+        step_both(mine, reference, ours, theirs)
         for p, q in zip(ours, theirs, strict=True):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"step {step}")
 
@@ -80,11 +85,7 @@ def test_muon_half_matches_torch_muon_scaled_like_adamw():
     reference = torch.optim.Muon(theirs, lr=1e-2, weight_decay=0.1,
                                  adjust_lr_fn="match_rms_adamw")  # fmt: skip
     for _ in range(3):
-        grads = [torch.randn_like(p) for p in ours]
-        for p, q, g in zip(ours, theirs, grads, strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        mine.step()
-        reference.step()
+        step_both(mine, reference, ours, theirs)
     for p, q in zip(ours, theirs, strict=True):  # bfloat16 iterations: about 3 digits
         torch.testing.assert_close(p, q, rtol=0, atol=2e-3)
 

@@ -8,9 +8,8 @@ norms and biases are not hidden matrices; they keep AdamW. The update is scaled 
 ``0.2 sqrt(max(rows, cols))`` so that its RMS matches AdamW's (Liu et al. 2025) and both
 halves follow one learning rate and one schedule.
 
-On this course's corpus, at nanoGPT's README shape, 1,500 Muon steps reached 1.64 nats/char on
-the held-out windows where 1,900 AdamW steps (the same wall clock on two CPU cores) reached 1.70
-(``benchmarks/bench_nanogpt.py`` compares the budget recipe, which uses it, with nanoGPT).
+The budget recipe trains with it (:data:`tinytrans.train.budget.OPTIMIZER` records the
+comparison with AdamW at equal wall clock); chapter 3 compares the two at equal steps.
 """
 
 from __future__ import annotations
