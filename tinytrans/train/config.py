@@ -20,7 +20,7 @@ OPTIMIZERS = ("adamw", "muon")
 
 #: Train-config fields that change the trajectory: resuming with other values is not exact.
 TRAJECTORY_FIELDS = (
-    "optimizer", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "eps", "grad_clip",
+    "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "betas", "eps", "grad_clip",
     "grad_accum_steps", "precision", "seed",
 )  # fmt: skip
 

@@ -799,14 +799,13 @@ class Trainer:
         if not isinstance(saved_config, dict):
             raise damaged(path, "field 'train_config' is missing or is not a dict")
         try:
-            TrainConfig.from_dict(saved_config)
+            saved = TrainConfig.from_dict(saved_config)  # older files: the default, AdamW
         except (TypeError, ValueError) as error:
             raise damaged(path, f"its train_config is invalid ({error})") from None
-        saved_optimizer = saved_config.get("optimizer", "adamw")  # before it was a choice
-        if saved_optimizer != self.config.optimizer:
+        if saved.optimizer != self.config.optimizer:  # its state is another optimizer's
             raise ValueError(
-                f"checkpoint {path} was trained with optimizer {saved_optimizer!r}; resume it "
-                f"with optimizer={saved_optimizer!r} (--optimizer {saved_optimizer})"
+                f"checkpoint {path} was trained with optimizer {saved.optimizer!r}; resume it "
+                f"with optimizer={saved.optimizer!r} (--optimizer {saved.optimizer})"
             )
         mine = self.optimizer.state_dict()
         groups = state["optimizer"]["param_groups"]
@@ -820,12 +819,9 @@ class Trainer:
         for index, entry in state["optimizer"]["state"].items():
             if index not in shapes or not isinstance(entry, dict):
                 raise damaged(path, f"optimizer state for an unknown parameter {index!r}")
-            for name, value in entry.items():  # AdamW's moments, Muon's momentum
-                if (
-                    isinstance(value, torch.Tensor)
-                    and value.dim()
-                    and (tuple(value.shape) != shapes[index])
-                ):
+            for name, value in entry.items():  # AdamW's moments, Muon's momentum; not steps
+                shaped = isinstance(value, torch.Tensor) and value.dim() > 0
+                if shaped and tuple(value.shape) != shapes[index]:
                     raise damaged(
                         path, f"optimizer {name} of parameter {index} has the wrong shape"
                     )
